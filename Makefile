@@ -1,0 +1,46 @@
+# videoanom: `make demo` and `make test` each set up everything they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+VIDEOANOM := $(VENV)/bin/videoanom
+STAMP := $(VENV)/.installed
+DATASTORE ?= data/datastore
+DEMO_LOCATIONS ?= 2
+
+.PHONY: help setup demo test test-fast lint format bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "videoanom needs Python 3.11; set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv and install videoanom with its dev tools
+
+demo: setup  ## generate demo data (if absent) and train a detector for every demo location
+	$(PY) -m ml_service.demo --datastore $(DATASTORE) --locations $(DEMO_LOCATIONS)
+
+lint: setup  ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint  ## lint, then every test (slow ones included)
+	$(VENV)/bin/pytest
+
+test-fast: setup  ## the tests not marked slow
+	$(VENV)/bin/pytest -m "not slow"
+
+bench: setup  ## PredNet throughput benchmark -> docs/benchmarks.md
+	$(PY) bench/bench_prednet.py --output docs/benchmarks.md
+
+clean:  ## remove local state and demo data (never the venv)
+	rm -rf .videoanom data/datastore

@@ -1,0 +1,7 @@
+"""``python -m videoanom``."""
+
+import sys
+
+from videoanom.cli import main
+
+sys.exit(main())

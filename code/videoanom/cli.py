@@ -1,0 +1,145 @@
+"""The ``videoanom`` command line (CONTRACT section 2).
+
+Commands are thin: parse, load settings once, call the library. Heavy imports
+(TensorFlow, MLflow) happen inside the commands, so ``videoanom --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger("videoanom")
+
+EXIT_BAD_INPUT = 2
+EXIT_STEP_FAILED = 3
+
+
+def _settings(args: argparse.Namespace, **overrides: object):
+    from ml_service.util.env_variables import Settings
+
+    return Settings.load(overrides, env_file=args.env_file)
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from videoanom.data.demo import write_demo_datastore
+
+    names = write_demo_datastore(
+        args.dir,
+        locations=args.locations,
+        seed=args.seed,
+        train_clips=args.train_clips,
+        test_clips=args.test_clips,
+        frames_per_clip=args.frames_per_clip,
+        height=args.height,
+        width=args.width,
+    )
+    for name in names:
+        print(Path(args.dir) / name)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ml_service.pipelines.run_location import run_location
+
+    settings = _settings(
+        args,
+        datastore=args.datastore,
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        home=args.home,
+    )
+    result = run_location(settings, args.location, args.init_from, args.freeze_layers)
+    m = result.metrics
+    verdict = "beats" if m["beats_copy_last"] else "does NOT beat"
+    print(f"location:   {result.location}")
+    print(f"registered: {result.model_uri}  (tracking: {settings.tracking_uri})")
+    print(f"model file: {result.model_path}")
+    print(f"validation: MAE {m['val_mae']:.5f} {verdict} copy-last-frame {m['copy_last_mae']:.5f}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ml_service.status import location_rows, render_table
+
+    settings = _settings(args, datastore=args.datastore, home=args.home)
+    print(render_table(location_rows(settings)))
+    return 0
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
+    parser.add_argument("--home", default=None, help="local state folder (VIDEOANOM_HOME)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videoanom",
+        description="Train and run a PredNet video anomaly detector for every camera location.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo-data", help="write synthetic demo locations to a folder")
+    demo.add_argument("dir", type=Path, help="datastore folder to write into")
+    demo.add_argument("--locations", type=int, default=2, help="number of locations (default 2)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--train-clips", type=int, default=6)
+    demo.add_argument("--test-clips", type=int, default=4)
+    demo.add_argument("--frames-per-clip", type=int, default=120)
+    demo.add_argument("--height", type=int, default=120)
+    demo.add_argument("--width", type=int, default=160)
+    demo.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    demo.set_defaults(func=cmd_demo_data)
+
+    run = sub.add_parser("run", help="run the training pipeline for one location here")
+    run.add_argument("--location", required=True, help="location (top-level datastore folder)")
+    run.add_argument("--datastore", default=None, help="folder or azureblob:// URI")
+    run.add_argument("--trials", type=int, default=None, help="search trials (VIDEOANOM_TRIALS)")
+    run.add_argument("--max-epochs", type=int, default=None, help="epochs per trial")
+    run.add_argument("--init-from", default="", help="warm-start PredNet: models:/..., location or file")
+    run.add_argument("--freeze-layers", default="", help="PredNet levels to freeze, e.g. 0,1")
+    _add_common(run)
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="one row per location: state, models, metrics")
+    status.add_argument("--datastore", default=None, help="folder or azureblob:// URI")
+    _add_common(status)
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input, 3 a pipeline step failed)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    func: Callable[[argparse.Namespace], int] = args.func
+    return _run_guarded(func, args)
+
+
+def _run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from ml_service.pipelines.local_runner import StepFailed
+
+    try:
+        return func(args)
+    except StepFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_STEP_FAILED
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Run the training pipeline for one location on this machine, and record the outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ml_service.pipelines.definition import training_pipeline
+from ml_service.pipelines.local_runner import LocalRunner, PipelineRun, StepFailed
+from ml_service.state import write_state
+from ml_service.util.env_variables import Settings
+from videoanom.data.datastore import Datastore, LocalDatastore, open_datastore
+from videoanom.names import normalise_location, validate_location
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LocationResult:
+    location: str
+    model_uri: str
+    model_path: Path
+    metrics: dict[str, Any]
+    run: PipelineRun
+
+
+def listing_salt(datastore: Datastore, location: str) -> str:
+    """A cheap hash of the location's file listing (paths, sizes, versions)."""
+    digest = hashlib.sha256()
+    for info in datastore.list_files(location):
+        digest.update(f"{info.path}\t{info.size}\t{info.version}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def run_location(
+    settings: Settings,
+    location: str,
+    init_from: str = "",
+    freeze_layers: str = "",
+    git_commit: str = "",
+) -> LocationResult:
+    """data_prep -> train -> register_prednet for ``location``; raises StepFailed on failure."""
+    validate_location(location)
+    datastore = open_datastore(settings.datastore)
+    if location not in datastore.list_locations():
+        raise ValueError(f"location {location!r} not found in datastore {datastore.uri}")
+    datastore_uri = str(datastore.root) if isinstance(datastore, LocalDatastore) else datastore.uri
+    params = {
+        "datastore": datastore_uri,
+        "location": location,
+        "height": settings.image_height,
+        "width": settings.image_width,
+        "channels": settings.image_channels,
+        "seed": settings.seed,
+        "trials": settings.trials,
+        "max_epochs": settings.max_epochs,
+        "nt": settings.nt,
+        "windows_per_epoch": settings.windows_per_epoch,
+        "init_from": init_from,
+        "freeze_layers": freeze_layers,
+    }
+    env = settings.step_environment()
+    if git_commit:
+        env["GIT_COMMIT"] = git_commit
+    runner = LocalRunner(settings.home, env)
+    write_state(settings.home, location, "running", params=params)
+    try:
+        run = runner.run(
+            training_pipeline(),
+            params,
+            group=normalise_location(location),
+            salts={"data_prep": listing_salt(datastore, location)},
+        )
+    except StepFailed as error:
+        write_state(settings.home, location, "failed", step=error.step, reason=error.reason, log=str(error.log))
+        raise
+    registered = json.loads((run.outputs["registered_prednet"] / "model.json").read_text())
+    trained = json.loads((run.outputs["trained_model"] / "train_result.json").read_text())
+    metrics = {k: trained[k] for k in ("val_loss", "val_mae", "copy_last_mae", "beats_copy_last")}
+    model_path = run.outputs["trained_model"] / "prednet.keras"
+    write_state(
+        settings.home,
+        location,
+        "succeeded",
+        prednet=registered["uri"],
+        prednet_version=registered["version"],
+        model_path=str(model_path),
+        metrics=metrics,
+        steps={s.name: {"reused": s.reused, "seconds": round(s.seconds, 1)} for s in run.steps},
+    )
+    return LocationResult(location, registered["uri"], model_path, metrics, run)

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny clips written the way users upload them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def moving_square_frames(n: int, height: int = 48, width: int = 64, seed: int = 0) -> list[np.ndarray]:
+    """BGR frames of a bright square moving right over a noisy static background."""
+    rng = np.random.default_rng(seed)
+    background = rng.integers(60, 120, size=(height, width, 3), dtype=np.uint8)
+    frames = []
+    for t in range(n):
+        frame = background.copy()
+        x = (4 + 2 * t) % (width - 8)
+        frame[10:18, x : x + 8] = 230
+        noise = rng.normal(0, 3, frame.shape)
+        frames.append(np.clip(frame + noise, 0, 255).astype(np.uint8))
+    return frames
+
+
+def write_frame_folder(folder: Path, frames: list[np.ndarray], ext: str = ".png", pattern: str = "frame_{}") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, frame in enumerate(frames, start=1):
+        cv2.imwrite(str(folder / (pattern.format(i) + ext)), frame)
+    return folder
+
+
+def write_video(path: Path, frames: list[np.ndarray], fourcc: str = "MJPG", fps: int = 10) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened(), f"cannot write {path}"
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def tree_digest(root: Path) -> str:
+    """Hash of every file's path, content and mtime under ``root`` (to prove read-only)."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+        digest.update(str(path.stat().st_mtime_ns).encode())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def mixed_location(tmp_path: Path) -> Path:
+    """A location with frame folders, a video clip, labels.csv and a stray file."""
+    root = tmp_path / "store"
+    loc = root / "cam-1"
+    for i in range(3):
+        write_frame_folder(loc / "train" / f"clip{i + 1}", moving_square_frames(12, seed=i))
+    write_video(loc / "train" / "clip10.avi", moving_square_frames(12, seed=9))
+    write_frame_folder(loc / "test" / "t1", moving_square_frames(10, seed=20))
+    write_video(loc / "test" / "t2.avi", moving_square_frames(10, seed=21))
+    (loc / "test" / "labels.csv").write_text("clip,start_frame,end_frame\nt2,3,5\nt2,9,9\n")
+    (loc / "README.txt").write_text("notes")
+    return root
