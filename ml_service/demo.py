@@ -1,0 +1,75 @@
+"""``make demo``: demo data if absent, then the training pipeline for every location.
+
+One location failing never stops the others; the run ends with one table of every
+location and exits non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from ml_service.pipelines.local_runner import StepFailed
+from ml_service.pipelines.run_location import run_location
+from ml_service.status import location_rows, render_table
+from ml_service.util.env_variables import Settings
+
+logger = logging.getLogger("videoanom.demo")
+
+# Budget that trains each demo location to beat its copy-last baseline in a few minutes
+# on 2 CPU cores (measured: docs/benchmarks.md). Environment or .env values win.
+DEMO_DEFAULTS = {"trials": 2, "max_epochs": 8}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--datastore", type=Path, default=Path("data/datastore"))
+    parser.add_argument("--locations", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--env-file", default=".env")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    if not args.datastore.is_dir() or not any(args.datastore.iterdir()):
+        from videoanom.data.demo import write_demo_datastore
+
+        logger.info("writing %d demo locations to %s", args.locations, args.datastore)
+        write_demo_datastore(args.datastore, locations=args.locations, seed=args.seed)
+    else:
+        logger.info("using existing data in %s", args.datastore)
+
+    base = Settings.load({"datastore": str(args.datastore)}, env_file=args.env_file)
+    settings = Settings.load(
+        {"datastore": str(args.datastore), **_demo_budget(base)}, env_file=args.env_file
+    )
+    from videoanom.data.datastore import open_datastore
+
+    failures = []
+    started = time.monotonic()
+    for location in open_datastore(settings.datastore).list_locations():
+        try:
+            result = run_location(settings, location)
+            logger.info("%s: registered %s", location, result.model_uri)
+        except (StepFailed, ValueError) as error:
+            logger.error("%s failed: %s", location, error)
+            failures.append(location)
+    print()
+    print(render_table(location_rows(settings)))
+    print(f"\n{time.monotonic() - started:.0f} s; tracking: {settings.tracking_uri}")
+    if failures:
+        print(f"failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo_budget(base: Settings) -> dict[str, int]:
+    """The demo's budget unless the user set one (in the environment or .env)."""
+    defaults = Settings()
+    return {k: v for k, v in DEMO_DEFAULTS.items() if getattr(base, k) == getattr(defaults, k)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
