@@ -24,7 +24,12 @@ def write_state(home: Path, location: str, state: str, **details: Any) -> dict[s
     """Record ``state`` (running, succeeded, failed) and details for a location."""
     path = state_path(home, location)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"location": location, "state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **details}
+    record = {
+        "location": location,
+        "state": state,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **details,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=2, default=str))
     tmp.replace(path)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from videoanom.names import classifier_model_name, prednet_model_name
+
 from ml_service.state import read_states
 from ml_service.util.env_variables import Settings
-from videoanom.names import classifier_model_name, prednet_model_name
 
 logger = logging.getLogger(__name__)
 

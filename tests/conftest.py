@@ -13,7 +13,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def moving_square_frames(n: int, height: int = 48, width: int = 64, seed: int = 0) -> list[np.ndarray]:
+def moving_square_frames(
+    n: int, height: int = 48, width: int = 64, seed: int = 0
+) -> list[np.ndarray]:
     """BGR frames of a bright square moving right over a noisy static background."""
     rng = np.random.default_rng(seed)
     background = rng.integers(60, 120, size=(height, width, 3), dtype=np.uint8)
@@ -27,7 +29,9 @@ def moving_square_frames(n: int, height: int = 48, width: int = 64, seed: int = 
     return frames
 
 
-def write_frame_folder(folder: Path, frames: list[np.ndarray], ext: str = ".png", pattern: str = "frame_{}") -> Path:
+def write_frame_folder(
+    folder: Path, frames: list[np.ndarray], ext: str = ".png", pattern: str = "frame_{}"
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames, start=1):
         cv2.imwrite(str(folder / (pattern.format(i) + ext)), frame)

@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 from conftest import moving_square_frames, tree_digest, write_frame_folder, write_video
-
 from videoanom.data.dataset import load_split, window_starts
 from videoanom.data.datastore import DatastoreError, FileInfo, LocalDatastore, open_datastore
 from videoanom.data.frames import natural_key, to_model_input
@@ -100,7 +99,9 @@ def test_fingerprint_is_stable_and_follows_content(mixed_location: Path, tmp_pat
     assert prep(mixed_location, "cam-1", tmp_path / "c")["fingerprint"] != first
 
 
-def test_unlabelled_location_marks_test_frames_unknown(mixed_location: Path, tmp_path: Path) -> None:
+def test_unlabelled_location_marks_test_frames_unknown(
+    mixed_location: Path, tmp_path: Path
+) -> None:
     (mixed_location / "cam-1" / "test" / "labels.csv").unlink()
     manifest = prep(mixed_location, "cam-1", tmp_path / "out")
     assert not manifest["has_labels"]
@@ -142,9 +143,13 @@ def test_location_without_usable_train_clip_fails_clearly(tmp_path: Path) -> Non
 def test_ucsd_layout_with_m_ground_truth(tmp_path: Path) -> None:
     loc = tmp_path / "store" / "UCSDped2"
     for i in (1, 2):
-        write_frame_folder(loc / "Train" / f"Train00{i}", moving_square_frames(12, seed=i), ".tif", "{:03d}")
+        write_frame_folder(
+            loc / "Train" / f"Train00{i}", moving_square_frames(12, seed=i), ".tif", "{:03d}"
+        )
     for i in (1, 2):
-        write_frame_folder(loc / "Test" / f"Test00{i}", moving_square_frames(10, seed=5 + i), ".tif", "{:03d}")
+        write_frame_folder(
+            loc / "Test" / f"Test00{i}", moving_square_frames(10, seed=5 + i), ".tif", "{:03d}"
+        )
     write_frame_folder(loc / "Test" / "Test001_gt", moving_square_frames(10), ".bmp", "{:03d}")
     (loc / "Test" / "UCSDped2.m").write_text(
         "TestVideoFile = {};\nTestVideoFile{end+1}.gt_frame = [3:4];\n"

@@ -1,5 +1,4 @@
 import pytest
-
 from videoanom.data.labels import ClipLabels, LabelFileError, parse_labels_csv, parse_ucsd_m
 
 
@@ -20,8 +19,14 @@ def test_labels_csv_keeps_extra_kind_column_and_tolerates_spaces_and_bom() -> No
     ("text", "message"),
     [
         ("clip,start\nA,1\n", "missing start_frame,end_frame"),
-        ("clip,start_frame,end_frame\nA,x,3\n", "labels.csv:2: start_frame 'x' is not a whole number"),
-        ("clip,start_frame,end_frame\nA,5,3\n", "labels.csv:2: end_frame 3 is before start_frame 5"),
+        (
+            "clip,start_frame,end_frame\nA,x,3\n",
+            "labels.csv:2: start_frame 'x' is not a whole number",
+        ),
+        (
+            "clip,start_frame,end_frame\nA,5,3\n",
+            "labels.csv:2: end_frame 3 is before start_frame 5",
+        ),
         ("clip,start_frame,end_frame\nA,0,3\n", "must be >= 1"),
         ("clip,start_frame,end_frame\n,1,3\n", "empty clip name"),
     ],
@@ -45,7 +50,7 @@ def test_ucsd_m_ranges_in_clip_order() -> None:
 def test_ucsd_m_errors() -> None:
     with pytest.raises(LabelFileError, match="no 'gt_frame"):
         parse_ucsd_m("nothing here", source="x.m")
-    with pytest.raises(LabelFileError, match="x.m:1: cannot read range"):
+    with pytest.raises(LabelFileError, match=r"x\.m:1: cannot read range"):
         parse_ucsd_m("TestVideoFile{end+1}.gt_frame = [a:b];", source="x.m")
 
 

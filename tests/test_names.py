@@ -1,5 +1,4 @@
 import pytest
-
 from videoanom.names import (
     InvalidLocationName,
     classifier_model_name,
@@ -19,7 +18,9 @@ def test_normalise_maps_to_registry_alphabet(name: str, slug: str) -> None:
     assert classifier_model_name(name) == f"anomaly-classifier-{slug}"
 
 
-@pytest.mark.parametrize("name", ["..", "../etc", "a/b", "a\\b", ".hidden", "", "cam\x00", "tab\tname"])
+@pytest.mark.parametrize(
+    "name", ["..", "../etc", "a/b", "a\\b", ".hidden", "", "cam\x00", "tab\tname"]
+)
 def test_unsafe_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidLocationName):
         validate_location(name)

@@ -27,7 +27,9 @@ for o in {outputs}:
 """
 
 
-def make_step(code: Path, name: str, inputs: tuple = (), outputs: tuple = (), fail: bool = False) -> Step:
+def make_step(
+    code: Path, name: str, inputs: tuple = (), outputs: tuple = (), fail: bool = False
+) -> Step:
     (code / f"{name}.py").write_text(
         SCRIPT.format(name=name, inputs=list(inputs), outputs=list(outputs))
     )
@@ -77,13 +79,15 @@ def test_missing_parameters_are_reported_before_running(fan_out_fan_in, tmp_path
 
 
 class TestRunnerResumesAfterCrash:
-    def test_failed_step_keeps_finished_ones_and_resumes(self, fan_out_fan_in, tmp_path: Path) -> None:
+    def test_failed_step_keeps_finished_ones_and_resumes(
+        self, fan_out_fan_in, tmp_path: Path
+    ) -> None:
         pipeline, code = fan_out_fan_in
         log, flag = tmp_path / "calls.log", tmp_path / "fail"
         flag.write_text("1")
         params = {"log": str(log), "fail_flag": str(flag)}
         runner = LocalRunner(tmp_path / "home", python=sys.executable, code_dir=code)
-        with pytest.raises(StepFailed, match="step join failed .*: told to fail") as info:
+        with pytest.raises(StepFailed, match=r"step join failed .*: told to fail") as info:
             runner.run(pipeline, params, group="g")
         assert info.value.log.is_file()
         assert sorted(log.read_text().split()) == ["join", "left", "right", "source"]
@@ -92,7 +96,9 @@ class TestRunnerResumesAfterCrash:
         log.unlink()
         run = runner.run(pipeline, params, group="g")
         assert log.read_text().split() == ["join"], "finished steps must not run again"
-        assert (run.outputs["joined"] / "value").read_text() == "join(left(source()),right(source()))"
+        assert (
+            run.outputs["joined"] / "value"
+        ).read_text() == "join(left(source()),right(source()))"
         assert [s.reused for s in run.steps] == [True, True, True, False]
 
     def test_changed_parameter_or_code_reruns(self, fan_out_fan_in, tmp_path: Path) -> None:

@@ -101,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--datastore", default=None, help="folder or azureblob:// URI")
     run.add_argument("--trials", type=int, default=None, help="search trials (VIDEOANOM_TRIALS)")
     run.add_argument("--max-epochs", type=int, default=None, help="epochs per trial")
-    run.add_argument("--init-from", default="", help="warm-start PredNet: models:/..., location or file")
+    run.add_argument(
+        "--init-from", default="", help="warm-start PredNet: models:/..., location or file"
+    )
     run.add_argument("--freeze-layers", default="", help="PredNet levels to freeze, e.g. 0,1")
     _add_common(run)
     run.set_defaults(func=cmd_run)

@@ -32,7 +32,9 @@ def validate_location(name: str) -> str:
     if name in (".", "..") or name.startswith("."):
         raise InvalidLocationName(f"location name {name!r} starts with a dot")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidLocationName(f"location name {name[:20]!r}... is longer than {MAX_NAME_LENGTH}")
+        raise InvalidLocationName(
+            f"location name {name[:20]!r}... is longer than {MAX_NAME_LENGTH}"
+        )
     normalise_location(name)
     return name
 

@@ -46,7 +46,9 @@ class Pipeline:
     def ordered(self) -> list[Step]:
         """Steps in an order where every input is produced before it is used."""
         producers = self.producers()
-        graph = {s.name: {producers[i].name for i in s.inputs if i in producers} for s in self.steps}
+        graph = {
+            s.name: {producers[i].name for i in s.inputs if i in producers} for s in self.steps
+        }
         by_name = {s.name: s for s in self.steps}
         return [by_name[name] for name in graphlib.TopologicalSorter(graph).static_order()]
 
@@ -55,7 +57,9 @@ class Pipeline:
         for step in self.steps:
             for output in step.outputs:
                 if output in result:
-                    raise ValueError(f"{output!r} is produced by both {result[output].name} and {step.name}")
+                    raise ValueError(
+                        f"{output!r} is produced by both {result[output].name} and {step.name}"
+                    )
                 result[output] = step
         return result
 

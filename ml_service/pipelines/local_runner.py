@@ -92,9 +92,13 @@ class LocalRunner:
         params = {**pipeline.defaults, **params}
         missing = sorted(pipeline.parameters() - set(params))
         if missing:
-            raise ValueError(f"pipeline {pipeline.name} is missing parameters: {', '.join(missing)}")
+            raise ValueError(
+                f"pipeline {pipeline.name} is missing parameters: {', '.join(missing)}"
+            )
         if pipeline.external_inputs():
-            raise ValueError(f"pipeline {pipeline.name} needs inputs: {sorted(pipeline.external_inputs())}")
+            raise ValueError(
+                f"pipeline {pipeline.name} needs inputs: {sorted(pipeline.external_inputs())}"
+            )
         run = PipelineRun(pipeline.name)
         keys: dict[str, str] = {}
         ordered = pipeline.ordered()
@@ -104,14 +108,22 @@ class LocalRunner:
             started = time.monotonic()
             reused = step.allow_reuse and (out_dir / SUCCESS_MARKER).exists()
             if reused:
-                logger.info("[%d/%d] %s: reusing finished output %s", index, len(ordered), step.name, out_dir)
+                logger.info(
+                    "[%d/%d] %s: reusing finished output %s",
+                    index,
+                    len(ordered),
+                    step.name,
+                    out_dir,
+                )
             else:
                 logger.info("[%d/%d] %s: running", index, len(ordered), step.name)
                 self._execute(step, params, run.outputs, out_dir)
             for name in step.outputs:
                 run.outputs[name] = out_dir / name
                 keys[name] = key
-            run.steps.append(StepRecord(step.name, key, out_dir, reused, time.monotonic() - started))
+            run.steps.append(
+                StepRecord(step.name, key, out_dir, reused, time.monotonic() - started)
+            )
         return run
 
     def _reuse_key(self, step: Step, params: dict, keys: dict[str, str], salt: str) -> str:
@@ -153,13 +165,16 @@ class LocalRunner:
         """Run ``command``, copying its output to our stderr and to ``log_path``."""
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         tail: deque[str] = deque(maxlen=50)
-        with open(log_path, "w") as log, subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        ) as process:
+        with (
+            open(log_path, "w") as log,
+            subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env=env,
+            ) as process,
+        ):
             assert process.stdout is not None
             for line in process.stdout:
                 log.write(line)

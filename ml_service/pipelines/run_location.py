@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from videoanom.data.datastore import Datastore, LocalDatastore, open_datastore
+from videoanom.names import normalise_location, validate_location
+
 from ml_service.pipelines.definition import training_pipeline
 from ml_service.pipelines.local_runner import LocalRunner, PipelineRun, StepFailed
 from ml_service.state import write_state
 from ml_service.util.env_variables import Settings
-from videoanom.data.datastore import Datastore, LocalDatastore, open_datastore
-from videoanom.names import normalise_location, validate_location
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,14 @@ def run_location(
             salts={"data_prep": listing_salt(datastore, location)},
         )
     except StepFailed as error:
-        write_state(settings.home, location, "failed", step=error.step, reason=error.reason, log=str(error.log))
+        write_state(
+            settings.home,
+            location,
+            "failed",
+            step=error.step,
+            reason=error.reason,
+            log=str(error.log),
+        )
         raise
     registered = json.loads((run.outputs["registered_prednet"] / "model.json").read_text())
     trained = json.loads((run.outputs["trained_model"] / "train_result.json").read_text())

@@ -36,11 +36,15 @@ class Settings:
     )
     datastore: str = dataclasses.field(
         default="./data/datastore",
-        metadata=_env("VIDEOANOM_DATASTORE", "datastore: a folder or azureblob://container[/prefix]"),
+        metadata=_env(
+            "VIDEOANOM_DATASTORE", "datastore: a folder or azureblob://container[/prefix]"
+        ),
     )
     tracking_uri: str = dataclasses.field(
         default="",
-        metadata=_env("MLFLOW_TRACKING_URI", "MLflow tracking/registry URI; default SQLite in home"),
+        metadata=_env(
+            "MLFLOW_TRACKING_URI", "MLflow tracking/registry URI; default SQLite in home"
+        ),
     )
     trials: int = dataclasses.field(
         default=4, metadata=_env("VIDEOANOM_TRIALS", "hyperparameter search trials per location")
@@ -104,9 +108,7 @@ class Settings:
 
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, help) for every setting, for ``.env.example`` and the docs."""
-    return [
-        (f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(Settings)
-    ]
+    return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(Settings)]
 
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -61,8 +61,14 @@ def main(argv: list[str] | None = None) -> None:
         logger.warning(
             "%s version %d does not beat the copy-last-frame baseline on validation "
             "(MAE %.5f vs %.5f): train longer or check the data",
-            name, version, result["val_mae"], result["copy_last_mae"],
+            name,
+            version,
+            result["val_mae"],
+            result["copy_last_mae"],
         )
     uri = f"models:/{name}/{version}"
-    write_json(args.registered_prednet / OUTPUT_FILE, {"name": name, "version": version, "uri": uri, "tags": tags})
+    write_json(
+        args.registered_prednet / OUTPUT_FILE,
+        {"name": name, "version": version, "uri": uri, "tags": tags},
+    )
     logger.info("registered %s", uri)

@@ -70,7 +70,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     use_location_experiment(manifest.location)
     with mlflow.start_run(run_name="train") as run:
-        mlflow.set_tags({"location": manifest.location, "step": "train", "data_fingerprint": manifest.fingerprint})
+        mlflow.set_tags(
+            {
+                "location": manifest.location,
+                "step": "train",
+                "data_fingerprint": manifest.fingerprint,
+            }
+        )
         mlflow.log_params(
             {
                 "trials": args.trials,

@@ -69,22 +69,26 @@ def run_search(
     val: SplitData,
     out_dir: Path,
     n_trials: int,
-    config: TrainConfig = TrainConfig(),
+    config: TrainConfig | None = None,
     init_model: PredNet | None = None,
     freeze_levels: tuple[int, ...] = (),
+    space: dict[str, Any] | None = None,
+    first_params: dict[str, Any] | None = None,
 ) -> SearchResult:
     """Run ``n_trials`` trials; save the best model to ``out_dir/prednet.keras``.
 
     The first trial always uses :data:`DEFAULTS`, so a one-trial search is a plain
     training run with known-good settings. When warm-starting, the architecture comes
-    from ``init_model`` and only the optimisation parameters are searched.
+    from ``init_model`` and only the optimisation parameters are searched. ``space`` and
+    ``first_params`` replace the project's search space and defaults (tests, experiments).
     """
+    config = config or TrainConfig()
     if n_trials < 1:
         raise ValueError(f"trials must be at least 1, not {n_trials}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    space = dict(SEARCH_SPACE)
-    first = dict(DEFAULTS)
+    space = dict(space or SEARCH_SPACE)
+    first = dict(first_params or DEFAULTS)
     if init_model is not None:
         space = {k: v for k, v in space.items() if k not in ARCHITECTURE_PARAMS}
         first = {k: v for k, v in first.items() if k not in ARCHITECTURE_PARAMS}
@@ -118,7 +122,9 @@ def run_search(
             summary = result.summary()
             mlflow.log_metrics({k: float(v) for k, v in summary.items()})
             mlflow.set_tag("pruned", str(pruning.pruned).lower())
-        records.append({"trial": trial.number, "params": params, "pruned": pruning.pruned, **summary})
+        records.append(
+            {"trial": trial.number, "params": params, "pruned": pruning.pruned, **summary}
+        )
         if pruning.pruned:
             raise optuna.TrialPruned()
         if best["result"] is None or result.val_loss < best["result"].val_loss:

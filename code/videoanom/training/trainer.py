@@ -161,7 +161,9 @@ def train_prednet(
     batch_size = int(params["batch_size"])
     steps = max(1, config.windows_per_epoch // batch_size)
     train_ds = _train_dataset(train, config, batch_size)
-    val_windows = gather(val.frames, validation_starts(val, config.nt, config.max_val_windows), config.nt)
+    val_windows = gather(
+        val.frames, validation_starts(val, config.nt, config.max_val_windows), config.nt
+    )
     val_ds = _val_dataset(val_windows, batch_size)
     schedule = keras.optimizers.schedules.InverseTimeDecay(
         float(params["learning_rate"]), decay_steps=steps, decay_rate=float(params["lr_decay"])
@@ -177,6 +179,7 @@ def train_prednet(
         validation_data=val_ds,
         callbacks=[keeper, stopper, *(callbacks or [])],
         verbose=verbose,
+        shuffle=False,  # windows are drawn at random by the dataset itself
     )
     val_loss, val_mae = _evaluate(model, val_ds)
     baseline = copy_last_mae(val_windows)
