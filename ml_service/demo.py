@@ -21,7 +21,7 @@ logger = logging.getLogger("videoanom.demo")
 
 # Budget that trains each demo location to beat its copy-last baseline in a few minutes
 # on 2 CPU cores (measured: docs/benchmarks.md). Environment or .env values win.
-DEMO_DEFAULTS = {"trials": 2, "max_epochs": 8}
+DEMO_DEFAULTS = {"trials": 2, "max_epochs": 4}
 
 
 def main(argv: list[str] | None = None) -> int:
