@@ -299,6 +299,8 @@ def test_train_and_test_step_accept_tuples() -> None:
     assert model.evaluate(x_only, return_dict=True, verbose=0)["loss"] == pytest.approx(
         logs["loss"]
     )
+    with pytest.raises(ValueError, match="2 time steps"):
+        model.test_on_batch(clips[:, :1])
 
 
 @pytest.mark.slow
@@ -316,6 +318,7 @@ def test_short_fit_reduces_val_loss() -> None:
         train_ds,
         validation_data=val_ds,
         epochs=8,
+        shuffle=False,  # the dataset shuffles itself
         verbose=0,
         callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True)],
     )

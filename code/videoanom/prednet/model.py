@@ -383,6 +383,9 @@ class PredNet(keras.Model):
         return data
 
     def _loss_and_mae(self, frames: Any) -> tuple[Any, Any]:
+        if frames.shape[1] is not None and frames.shape[1] < 2:
+            # t = 0 has loss weight 0: a single frame carries no training signal.
+            raise ValueError(f"PredNet training needs >= 2 time steps, got {frames.shape[1]}")
         prediction, errors = self._forward(frames)
         loss = prednet_loss(errors, self.layer_loss_weights)
         frames = ops.cast(frames, prediction.dtype)
