@@ -15,7 +15,13 @@ from videoanom.data.dataset import load_split, window_starts
 from videoanom.data.datastore import DatastoreError, FileInfo, LocalDatastore, open_datastore
 from videoanom.data.frames import natural_key, to_model_input
 from videoanom.data.layout import discover_layout
-from videoanom.data.prepare import DataPrepError, PrepConfig, prepare_location, split_train_val
+from videoanom.data.prepare import (
+    DataPrepError,
+    PrepConfig,
+    load_manifest,
+    prepare_location,
+    split_train_val,
+)
 
 
 def prep(root: Path, location: str, out: Path, **config) -> dict:
@@ -206,3 +212,12 @@ def test_datastore_uri_errors(tmp_path: Path) -> None:
         open_datastore(tmp_path / "missing").list_locations()
     with pytest.raises(DatastoreError, match="not found"):
         LocalDatastore(tmp_path).list_files("nope")
+
+
+def test_anomaly_kinds_from_labels_csv_reach_the_manifest(mixed_location: Path, tmp_path: Path) -> None:
+    labels = mixed_location / "cam-1" / "test" / "labels.csv"
+    labels.write_text("clip,start_frame,end_frame,kind\nt2,3,5,vehicle\nt2,9,9,vehicle\n")
+    prepare_location(LocalDatastore(mixed_location), "cam-1", tmp_path / "out", PrepConfig())
+    manifest = load_manifest(tmp_path / "out")
+    assert manifest.clip_kind("t2") == "vehicle"
+    assert manifest.clip_kind("t1") == ""

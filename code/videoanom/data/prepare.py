@@ -61,6 +61,13 @@ class Manifest:
     def frame_count(self, split: str) -> int:
         return sum(c["frames"] for c in self.clips.get(split, []))
 
+    def clip_kind(self, clip: str) -> str:
+        """The anomaly kind(s) of a test clip from labels.csv's optional ``kind`` column."""
+        for entry in self.clips.get("test", []):
+            if entry["clip"] == clip:
+                return "+".join(entry.get("kinds", []))
+        return ""
+
 
 def prepare_location(
     datastore: Datastore, location: str, out_dir: Path, config: PrepConfig = PrepConfig()
@@ -101,6 +108,9 @@ def prepare_location(
         for name, frames, numbers in _read_clips(datastore, location, layout.test, config, manifest):
             clip_labels = _labels_for(name, len(numbers), labels)
             _add(writer, manifest, "test", name, frames, numbers, clip_labels)
+            entry = (labels or {}).get(name)
+            if entry is not None and entry.kinds:
+                manifest.clips["test"][-1]["kinds"] = sorted(set(entry.kinds))
     finally:
         writer.close()
     (out_dir / MANIFEST_FILE).write_text(json.dumps(asdict(manifest), indent=2))
