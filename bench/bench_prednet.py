@@ -30,6 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import numpy as np
 import tensorflow as tf
+
 from videoanom.prednet import PredNet, flops_per_frame
 
 logger = logging.getLogger("bench_prednet")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ml_service.pipelines.local_runner import StepFailed
 from ml_service.pipelines.run_location import run_location
+from ml_service.state import read_states
 from ml_service.status import location_rows, render_table
 from ml_service.util.env_variables import Settings
 
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             failures.append(location)
     print()
     print(render_table(location_rows(settings)))
+    for state in read_states(settings.home):
+        for name, path in sorted(state.get("report", {}).items()):
+            print(f"{state['location']:>16} {name:<9} {path}")
     print(f"\n{time.monotonic() - started:.0f} s; tracking: {settings.tracking_uri}")
     if failures:
         print(f"failed: {', '.join(failures)}", file=sys.stderr)

@@ -5,14 +5,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from videoanom.names import classifier_model_name, prednet_model_name
-
 from ml_service.state import read_states
 from ml_service.util.env_variables import Settings
+from videoanom.names import classifier_model_name, prednet_model_name
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ("location", "state", "prednet", "classifier", "val_mae", "copy_last_mae", "updated")
+COLUMNS = (
+    "location",
+    "state",
+    "prednet",
+    "classifier",
+    "scorer",
+    "val_mae",
+    "copy_last_mae",
+    "auc",
+    "unsup_auc",
+    "framediff_auc",
+    "updated",
+)
 
 
 def location_rows(settings: Settings) -> list[dict[str, Any]]:
@@ -36,8 +47,12 @@ def location_rows(settings: Settings) -> list[dict[str, Any]]:
                 "state": state.get("state", "new"),
                 "prednet": registry.get(prednet_model_name(location), "-"),
                 "classifier": registry.get(classifier_model_name(location), "-"),
+                "scorer": state.get("scorer", "-"),
                 "val_mae": _fmt(metrics.get("val_mae")),
                 "copy_last_mae": _fmt(metrics.get("copy_last_mae")),
+                "auc": _fmt(metrics.get("auc"), 3),
+                "unsup_auc": _fmt(metrics.get("unsupervised_auc"), 3),
+                "framediff_auc": _fmt(metrics.get("baseline_auc"), 3),
                 "updated": state.get("updated", "-"),
             }
         )
@@ -66,8 +81,8 @@ def _exists(path: str) -> bool:
     return Path(path).is_file()
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.5f}" if isinstance(value, (int, float)) else "-"
+def _fmt(value: Any, digits: int = 5) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:

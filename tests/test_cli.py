@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
+
 from videoanom.cli import main
 from videoanom.data.demo import write_demo_datastore, write_ucsd_style_location
 
@@ -37,7 +39,7 @@ def test_help_does_not_import_tensorflow() -> None:
     assert out.stdout.strip().endswith("False False")
 
 
-@pytest.mark.parametrize("verb", ["demo-data", "run", "status"])
+@pytest.mark.parametrize("verb", ["demo-data", "run", "score", "status"])
 def test_every_verb_has_help(verb: str, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([verb, "--help"])
@@ -178,16 +180,56 @@ def test_run_end_to_end_registers_a_tagged_prednet(tmp_path: Path) -> None:
     manifest = next(home.glob("steps/demo-plaza/data_prep/*/prepared_data/manifest.json"))
     assert json.loads(manifest.read_text())["fingerprint"] == version.tags["data_fingerprint"]
 
+    detector = client.get_model_version("anomaly-classifier-demo-plaza", "1")
+    for tag in (
+        "location",
+        "data_fingerprint",
+        "git_commit",
+        "scorer",
+        "threshold",
+        "features",
+        "prednet",
+    ):
+        assert tag in detector.tags, tag
+    assert detector.tags["prednet"] == "models:/prednet-demo-plaza/1"
+    report = next(home.glob("steps/demo-plaza/train_classifier/*/classifier/report"))
+    assert (report / "metrics.json").is_file() and (report / "timeline.png").is_file()
+
     # A second run reuses every finished step: no new version, no retraining.
     again = videoanom(*args, env=TINY_RUN)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stderr.count("reusing finished output") == 3
+    assert again.stderr.count("reusing finished output") == 6
     assert "models:/prednet-demo-plaza/1" in again.stdout
 
     status = videoanom("status", "--datastore", str(store), "--home", str(home))
     assert status.returncode == 0, status.stderr
     row = [line for line in status.stdout.splitlines() if line.startswith("demo-plaza")]
     assert row and "succeeded" in row[0] and "v1" in row[0]
+
+    # score: a folder of clips (frame folders and videos), one row per frame, in order.
+    out = tmp_path / "scores.csv"
+    score_args = ["score", "--location", "demo-plaza", "--home", str(home)]
+    scored = videoanom(
+        *score_args, "--input", str(store / "demo-plaza" / "test"), "--output", str(out)
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    table = pd.read_csv(out)
+    assert list(table.columns[:4]) == ["clip", "frame", "anomaly_score", "is_anomaly"]
+    assert list(dict.fromkeys(table["clip"])) == ["test_001", "test_002"]
+    for _, rows in table.groupby("clip"):
+        assert rows["frame"].tolist() == list(range(1, 21))
+    assert table["anomaly_score"].between(0, 1).all()
+    assert set(table["is_anomaly"]) <= {0, 1}
+
+    video = next((store / "demo-plaza" / "test").glob("*.mp4"))
+    single = videoanom(*score_args, "--input", str(video))
+    assert single.returncode == 0, single.stderr[-3000:]
+    lines = single.stdout.strip().splitlines()
+    assert lines[0] == "clip,frame,anomaly_score,is_anomaly" and len(lines) == 21
+    assert lines[1].startswith(f"{video.stem},1,")
+
+    missing = videoanom(*score_args, "--input", str(tmp_path / "nope.avi"))
+    assert missing.returncode == 2 and "does not exist" in missing.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow

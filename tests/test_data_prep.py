@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 from conftest import moving_square_frames, tree_digest, write_frame_folder, write_video
+
 from videoanom.data.dataset import load_split, window_starts
 from videoanom.data.datastore import DatastoreError, FileInfo, LocalDatastore, open_datastore
 from videoanom.data.frames import natural_key, to_model_input
@@ -214,7 +215,9 @@ def test_datastore_uri_errors(tmp_path: Path) -> None:
         LocalDatastore(tmp_path).list_files("nope")
 
 
-def test_anomaly_kinds_from_labels_csv_reach_the_manifest(mixed_location: Path, tmp_path: Path) -> None:
+def test_anomaly_kinds_from_labels_csv_reach_the_manifest(
+    mixed_location: Path, tmp_path: Path
+) -> None:
     labels = mixed_location / "cam-1" / "test" / "labels.csv"
     labels.write_text("clip,start_frame,end_frame,kind\nt2,3,5,vehicle\nt2,9,9,vehicle\n")
     prepare_location(LocalDatastore(mixed_location), "cam-1", tmp_path / "out", PrepConfig())

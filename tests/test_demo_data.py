@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from videoanom.data import demo
 from videoanom.data.demo import (
     ANOMALY_KINDS,

@@ -1,4 +1,5 @@
 import pytest
+
 from videoanom.data.labels import ClipLabels, LabelFileError, parse_labels_csv, parse_ucsd_m
 
 

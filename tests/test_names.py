@@ -1,4 +1,5 @@
 import pytest
+
 from videoanom.names import (
     InvalidLocationName,
     classifier_model_name,

@@ -59,7 +59,14 @@ def test_order_comes_from_data_dependencies(fan_out_fan_in) -> None:
 
 def test_training_pipeline_graph() -> None:
     pipeline = training_pipeline()
-    assert [s.name for s in pipeline.ordered()] == ["data_prep", "train", "register_prednet"]
+    assert [s.name for s in pipeline.ordered()] == [
+        "data_prep",
+        "train",
+        "register_prednet",
+        "batch_scoring",
+        "train_classifier",
+        "register_classifier",
+    ]
     assert pipeline.external_inputs() == set()
     assert {"datastore", "location", "trials", "max_epochs"} <= pipeline.parameters()
     for step in pipeline.steps:

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from videoanom.prednet import (
     PredNet,
     flops_per_frame,

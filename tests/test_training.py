@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+
 from videoanom.data.dataset import SplitData
 from videoanom.training.search import run_search
 from videoanom.training.search_space import DEFAULTS, SEARCH_SPACE, Choice, suggest

@@ -58,8 +58,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     verdict = "beats" if m["beats_copy_last"] else "does NOT beat"
     print(f"location:   {result.location}")
     print(f"registered: {result.model_uri}  (tracking: {settings.tracking_uri})")
+    print(f"            {result.classifier_uri} (scorer: {result.scorer})")
     print(f"model file: {result.model_path}")
     print(f"validation: MAE {m['val_mae']:.5f} {verdict} copy-last-frame {m['copy_last_mae']:.5f}")
+    if "auc" in m:
+        nan = float("nan")
+        print(
+            f"test AUC:   {m['auc']:.3f} reported score, {m.get('unsupervised_auc', nan):.3f} "
+            f"unsupervised, {m.get('baseline_auc', nan):.3f} frame difference (out-of-fold)"
+        )
+    print(f"report:     {result.report_dir}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from videoanom.scoring.inference import find_input_clips, load_location_models, score_to_csv
+
+    settings = _settings(args, home=args.home)
+    clips = find_input_clips(args.input)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    models = load_location_models(args.location)
+    logger.info("scoring %d clip(s) with %s", len(clips), models.versions)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.output, "w", newline="") as handle:
+            failed = score_to_csv(models, clips, handle)
+        logger.info("wrote %s", args.output)
+    else:
+        failed = score_to_csv(models, clips, sys.stdout)
+    if failed:
+        print(f"error: could not read {len(failed)} clip(s): {', '.join(failed)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -107,6 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--freeze-layers", default="", help="PredNet levels to freeze, e.g. 0,1")
     _add_common(run)
     run.set_defaults(func=cmd_run)
+
+    score = sub.add_parser(
+        "score", help="score a clip or a folder of clips with a location's models"
+    )
+    score.add_argument("--location", required=True, help="location whose registered models to use")
+    score.add_argument(
+        "--input", required=True, type=Path, help="video file, frame folder or folder of clips"
+    )
+    score.add_argument(
+        "--output", type=Path, default=None, help="CSV file (default: standard output)"
+    )
+    _add_common(score)
+    score.set_defaults(func=cmd_score)
 
     status = sub.add_parser("status", help="one row per location: state, models, metrics")
     status.add_argument("--datastore", default=None, help="folder or azureblob:// URI")

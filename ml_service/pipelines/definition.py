@@ -77,7 +77,8 @@ def _flag(name: str) -> str:
 
 
 def training_pipeline() -> Pipeline:
-    """data_prep -> train (with search) -> register_prednet, for one location."""
+    """The six steps for one location, as in the seed: data_prep -> train (with search) ->
+    register_prednet -> batch_scoring -> train_classifier -> register_classifier."""
     return Pipeline(
         name="prednet-training",
         steps=(
@@ -108,6 +109,26 @@ def training_pipeline() -> Pipeline:
                 "register_prednet.py",
                 inputs=("prepared_data", "trained_model"),
                 outputs=("registered_prednet",),
+            ),
+            Step(
+                "batch_scoring",
+                "batch_scoring.py",
+                inputs=("prepared_data", "registered_prednet"),
+                outputs=("scores",),
+                compute="gpu",
+            ),
+            Step(
+                "train_classifier",
+                "train_classifier.py",
+                inputs=("prepared_data", "scores"),
+                outputs=("classifier",),
+                params=("seed",),
+            ),
+            Step(
+                "register_classifier",
+                "register_classifier.py",
+                inputs=("prepared_data", "classifier"),
+                outputs=("registered_classifier",),
             ),
         ),
         defaults={"init_from": "", "freeze_layers": "", "seed": 0},

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from videoanom.data.datastore import Datastore, LocalDatastore, open_datastore
-from videoanom.names import normalise_location, validate_location
-
 from ml_service.pipelines.definition import training_pipeline
 from ml_service.pipelines.local_runner import LocalRunner, PipelineRun, StepFailed
 from ml_service.state import write_state
 from ml_service.util.env_variables import Settings
+from videoanom.data.datastore import Datastore, LocalDatastore, open_datastore
+from videoanom.names import normalise_location, validate_location
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +24,9 @@ class LocationResult:
     location: str
     model_uri: str
     model_path: Path
+    classifier_uri: str
+    scorer: str
+    report_dir: Path
     metrics: dict[str, Any]
     run: PipelineRun
 
@@ -86,18 +88,37 @@ def run_location(
             log=str(error.log),
         )
         raise
-    registered = json.loads((run.outputs["registered_prednet"] / "model.json").read_text())
-    trained = json.loads((run.outputs["trained_model"] / "train_result.json").read_text())
+    registered = _read(run, "registered_prednet", "model.json")
+    trained = _read(run, "trained_model", "train_result.json")
+    classifier = _read(run, "classifier", "classifier.json")
+    registered_classifier = _read(run, "registered_classifier", "model.json")
     metrics = {k: trained[k] for k in ("val_loss", "val_mae", "copy_last_mae", "beats_copy_last")}
+    metrics.update(classifier["metrics"])
     model_path = run.outputs["trained_model"] / "prednet.keras"
+    report_dir = run.outputs["classifier"] / "report"
     write_state(
         settings.home,
         location,
         "succeeded",
         prednet=registered["uri"],
-        prednet_version=registered["version"],
+        classifier=registered_classifier["uri"],
+        scorer=classifier["chosen"],
         model_path=str(model_path),
+        report={k: str(run.outputs["classifier"] / v) for k, v in classifier["report"].items()},
         metrics=metrics,
         steps={s.name: {"reused": s.reused, "seconds": round(s.seconds, 1)} for s in run.steps},
     )
-    return LocationResult(location, registered["uri"], model_path, metrics, run)
+    return LocationResult(
+        location,
+        registered["uri"],
+        model_path,
+        registered_classifier["uri"],
+        classifier["chosen"],
+        report_dir,
+        metrics,
+        run,
+    )
+
+
+def _read(run: PipelineRun, output: str, filename: str) -> dict[str, Any]:
+    return json.loads((run.outputs[output] / filename).read_text())

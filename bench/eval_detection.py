@@ -1,0 +1,509 @@
+"""Measure frame-level anomaly detection on synthetic demo locations the training never saw.
+
+    python bench/eval_detection.py --seeds 11 12 --locations 2 --out docs/detection.md
+
+For every (seed, location): write demo data (``write_demo_datastore`` with that seed and
+``--test-clips`` test clips), prepare it, train a PredNet (cached under ``--cache``), extract
+features for the val and test clips, fit :class:`videoanom.scoring.Detector` and report
+grouped-CV / leave-one-kind-out AUCs of every candidate and of the frame-difference
+baseline. ``--ucsd`` adds a UCSD-style location (unsupervised path, scored on its labelled
+test clips). Trained models and features are cached, so re-running after a change of the
+detector only refits it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "code"))
+
+logger = logging.getLogger("eval_detection")
+
+
+def _kinds_from_labels_csv(path: Path) -> dict[str, str]:
+    kinds: dict[str, str] = {}
+    if not path.exists():
+        return kinds
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            kinds[row["clip"]] = row.get("kind", "") or ""
+    return kinds
+
+
+def _ucsd_kinds(n_test: int) -> dict[str, str]:
+    from videoanom.data.demo import anomaly_kind_for_test_clip
+
+    return {
+        f"Test{ci:03d}": anomaly_kind_for_test_clip(ci, first_is_normal=False) or ""
+        for ci in range(1, n_test + 1)
+    }
+
+
+def prepare_and_train(
+    key: str, write_data, kinds_fn, cache: Path, max_epochs: int, trials: int
+) -> tuple[Path, Path, dict[str, str]]:
+    """Write + prepare + train once per key; return (prepared dir, model path, clip kinds)."""
+    from videoanom.data.datastore import LocalDatastore
+    from videoanom.data.prepare import PrepConfig, prepare_location
+    from videoanom.training.search_space import DEFAULTS
+    from videoanom.training.trainer import TrainConfig, train_prednet
+
+    folder = cache / key
+    raw = folder / "raw"
+    prepared = folder / "prepared"
+    model_path = folder / f"prednet_e{max_epochs}_t{trials}.keras"
+    if not (prepared / "data.h5").exists():
+        if raw.exists():
+            import shutil
+
+            shutil.rmtree(raw)
+        location = write_data(raw)
+        prepare_location(LocalDatastore(raw), location, prepared, PrepConfig())
+        (folder / "location.txt").write_text(location)
+    location = (folder / "location.txt").read_text().strip()
+    kinds = kinds_fn(raw / location)
+    if not model_path.exists():
+        from videoanom.data.dataset import load_split
+
+        train = load_split(prepared / "data.h5", "train")
+        val = load_split(prepared / "data.h5", "val")
+        best = None
+        for trial in range(trials):
+            start = time.time()
+            result = train_prednet(
+                dict(DEFAULTS),
+                train,
+                val,
+                TrainConfig(max_epochs=max_epochs, seed=trial, verbose=0),
+            )
+            logger.info(
+                "%s trial %d: val MAE %.5f (copy-last %.5f), %d epochs, %.0f s",
+                key,
+                trial,
+                result.val_mae,
+                result.copy_last_mae,
+                result.epochs_run,
+                time.time() - start,
+            )
+            if best is None or result.val_loss < best.val_loss:
+                best = result
+        best.model.save(model_path)
+        (folder / f"train_e{max_epochs}_t{trials}.json").write_text(json.dumps(best.summary()))
+    return prepared, model_path, kinds
+
+
+def demo_writer(seed: int, loc_index: int, test_clips: int):
+    from videoanom.data.demo import write_demo_datastore
+
+    def write(root: Path) -> str:
+        names = write_demo_datastore(
+            root, locations=loc_index + 1, seed=seed, test_clips=test_clips, progress=False
+        )
+        # keep only the requested location
+        import shutil
+
+        for name in names[:-1]:
+            shutil.rmtree(root / name)
+        return names[-1]
+
+    return write
+
+
+def ucsd_writer(seed: int, test_clips: int):
+    from videoanom.data.demo import write_ucsd_style_location
+
+    def write(root: Path) -> str:
+        write_ucsd_style_location(
+            root,
+            "UCSDped_synth",
+            seed=seed,
+            train_clips=6,
+            test_clips=test_clips,
+            frames_per_clip=120,
+        )
+        return "UCSDped_synth"
+
+    return write
+
+
+def _features(model, prepared: Path, folder: Path, kinds: dict[str, str]):
+    from videoanom.data.dataset import load_split
+    from videoanom.scoring.features import ExtractConfig, FeatureSet, split_features
+
+    out = {}
+    for split in ("train", "val", "test"):
+        target = folder / split
+        if (target / "features.csv").exists():
+            out[split] = FeatureSet.load(target)
+            continue
+        data = load_split(prepared / "data.h5", split)
+        start = time.time()
+        fs = split_features(model, data, ExtractConfig(), kinds)
+        logger.info("%s: %d %s frames in %.1f s", folder.name, len(fs), split, time.time() - start)
+        fs.save(target)
+        out[split] = fs
+    return out["train"], out["val"], out["test"]
+
+
+def throughput(
+    model, prepared: Path, n_frames: int = 2880, memory_frames: int = 0
+) -> dict[str, float]:
+    """Frames/s of the bare model (non-overlapping windows) vs extract_features end to end."""
+    from videoanom.data.dataset import load_split
+    from videoanom.scoring.features import ExtractConfig, _runner, extract_features
+
+    config = ExtractConfig()
+    frames = load_split(prepared / "data.h5", "test").frames
+    frames = np.concatenate([frames] * (-(-n_frames // len(frames))))[:n_frames]
+    n = (len(frames) // (config.window * config.batch_size)) * config.window * config.batch_size
+    frames = frames[:n]
+    run = _runner(model, config.batch_size, config.window)
+    batches = frames.reshape(-1, config.batch_size, config.window, *frames.shape[1:])
+    run(batches[0])  # trace
+    extract_features(model, iter(frames[: config.window * 2]), "warm", config)
+    start = time.time()
+    for b in batches:
+        pred, _errs = run(b)
+        pred.numpy()
+    bare = n / (time.time() - start)
+    import tracemalloc
+
+    tracemalloc.start()
+    start = time.time()
+    extract_features(model, (f for f in frames), "speed", config)
+    full = n / (time.time() - start)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    memory = {}
+    if memory_frames:
+        import resource
+
+        rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        source = load_split(prepared / "data.h5", "test").frames
+
+        def stream():
+            for i in range(memory_frames):
+                yield source[i % len(source)]
+
+        start = time.time()
+        fs = extract_features(model, stream(), "memory", config)
+        rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        memory = {
+            "memory_frames": len(fs),
+            "memory_fps": round(len(fs) / (time.time() - start), 1),
+            "peak_rss_mb": round(rss1),
+            "peak_rss_increase_mb": round(rss1 - rss0),
+        }
+    return {
+        **memory,
+        "frames": n,
+        "bare_fps": round(bare, 1),
+        "scoring_fps": round(full, 1),
+        "ratio": round(full / bare, 3),
+        "python_peak_mb": round(peak / 2**20, 1),
+    }
+
+
+def evaluate_location(key, label, prepared, model_path, kinds, args) -> dict:
+    import keras
+
+    import videoanom.prednet  # noqa: F401  (registers PredNet for loading)
+    from videoanom.scoring.detector import Detector
+    from videoanom.scoring.features import FeatureSet
+
+    model = keras.models.load_model(model_path, compile=False)
+    folder = args.cache / key / f"features_{model_path.stem}"
+    train, val, test = _features(model, prepared, folder, kinds)
+    # normal video for the per-cell statistics: the val clips, and with --normal train+val
+    # also the training clips (more spatial coverage of where normal motion happens)
+    normal = FeatureSet.concat([train, val]) if args.normal == "train+val" else val
+    start = time.time()
+    detector = Detector.fit(normal, test, seed=0)
+    fit_s = time.time() - start
+    detector.save(args.cache / key / f"detector_{model_path.stem}")
+    result = {
+        "key": key,
+        "label": label,
+        "report": detector.report,
+        "fit_s": round(fit_s, 1),
+        "train": json.loads(
+            (args.cache / key / f"train_e{_epochs(key, args)}_t{args.trials}.json").read_text()
+        ),
+    }
+    # reference scores on every labelled test frame (no fitting involved)
+    table = test.table
+    mask = table["label"].isin([0, 1]).to_numpy()
+    y = table["label"].to_numpy()[mask]
+    refs = {}
+    if len(np.unique(y)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        refs["psnr (negated)"] = roc_auc_score(y, -table["psnr"].to_numpy()[mask])
+        refs["mean squared error"] = roc_auc_score(y, table["err_mean"].to_numpy()[mask])
+        refs["frame difference (raw mean)"] = roc_auc_score(y, table["frame_diff"].to_numpy()[mask])
+        for name, data in (("train+val", FeatureSet.concat([train, val])), ("val only", val)):
+            unlabelled = Detector.fit(data, None)
+            u, _ = unlabelled.score(test.subset(mask))
+            refs[f"unsupervised detector without labels, normal stats from {name}"] = roc_auc_score(
+                y, u
+            )
+    result["reference_auc"] = {k: round(float(v), 4) for k, v in refs.items()}
+    if args.throughput and not result.get("throughput") and key == locations_to_run(args)[0][0]:
+        result["throughput"] = throughput(model, prepared, memory_frames=args.memory_frames)
+    logger.info("%s: chosen %s; %s", key, detector.chosen, json.dumps(detector.report.get("final")))
+    return result
+
+
+TRIED = """
+## What was tried (seed 11 location 0; frame-level AUC: all labelled test frames, per kind)
+
+Single unsupervised statistics of the same PredNet (no labels; per kind = that kind's clips
+plus the normal clip):
+
+| score | all | fast_object | vehicle | wrong_way_crossing |
+|---|---|---|---|---|
+| mean squared error (global) | 0.933 | 0.974 | 0.983 | 0.758 |
+| 99th percentile of squared error | 0.957 | 0.959 | 0.984 | 0.860 |
+| max 8x8-cell error, not normalised | 0.879 | 0.974 | 0.968 | 0.615 |
+| PredNet layer-1 / layer-2 / layer-3 error | 0.928 / 0.895 / 0.841 | | | 0.808 / 0.705 / 0.615 |
+| raw frame difference | 0.795 | 0.962 | 0.681 | 0.761 |
+| **8x8 cells, per-cell normalised, max** (default) | 0.958 | 0.976 | 0.964 | 0.913 |
+| same, q95 instead of q99 | 0.966 | 0.975 | 0.965 | 0.939 |
+| same, floor 0.3 instead of 0.1 | 0.960 | 0.976 | 0.966 | 0.913 |
+| same, mean of the top-3 cells | 0.962 | 0.975 | 0.977 | 0.922 |
+| same, + centred moving average 9 frames | 0.976 | 0.990 | 0.996 | 0.937 |
+| 16x16 cells (2x2-pooled), max | 0.917 | 0.971 | 0.963 | 0.787 |
+| frame difference per 8x8 cell normalised (baseline) | 0.827 | 0.878 | 0.634 | 0.766 |
+
+The cell defaults (8x8 cells, q99, floor 0.1, max) were fixed from NOTES.md before these
+runs and not retuned (q95 looked slightly better here, on one scene). Global statistics and the
+un-normalised cell max lose the wrong-way crossing (a pedestrian where nobody walks: small
+error, but in cells whose normal error is tiny); the per-cell normalisation is what makes the
+unseen kind detectable. Classifiers (logistic regression, extra trees) on all features
+reached grouped-CV AUC 0.94 but lost the held-out kind (0.85-0.89), which the selection
+(mean of grouped-CV AUC and worst leave-one-kind-out AUC, a fitted scorer must win by 0.01)
+penalises. An earlier version ranked the unsupervised candidate on its sigmoid-calibrated
+value, which saturated at 1.0 for strong anomalies (ties; 0.955 instead of 0.958); candidates
+are now ranked on raw scores and the calibration is log-compressed.
+
+Second iteration: on seed 12 location 0 the per-cell score alone fell to 0.829 (fast_object
+0.773, vehicle 0.800) while the global 99th-percentile error reached 0.878: the only
+validation clip (120 frames) never had a pedestrian in the lower walkway cells, so normal
+pedestrians there scored z ~ 2000. Floors scaled by a higher quantile of the per-cell spread,
+a 3x3 dilation of the spread map, top-k cells and 16x16 cells did not fix it (0.795-0.853)
+or cost the wrong-way kind on seed 11. What fixed it is a second, global view: the
+unsupervised score is now the mean of the per-cell max z and the frame's 99th-percentile
+pixel error, each log-compressed and scaled by its own median and q99 on the normal val clips
+(no labels):
+
+| location | per-cell z | p99 error | mean of both (new default) | max of both |
+|---|---|---|---|---|
+| demo seed 11 loc 0 | 0.958 | 0.957 | 0.967 | 0.961 |
+| demo seed 12 loc 0 | 0.829 | 0.878 | 0.906 | 0.897 |
+| UCSD-style seed 11 (4-epoch model) | 0.746 | 0.851 | 0.864 | 0.865 |
+
+Third iteration: seed 12 location 1 stayed at 0.859 (wrong-way crossing 0.751) with the
+mean of both views; its one validation clip had pedestrians in only two cells (the per-cell
+spread map was zero elsewhere). Giving the detector the training clips' features as well as
+the val clip's as its normal video (both normal; never test frames; the model has seen the
+training frames, so their errors are a little low, but they show where normal motion
+happens) changed the unsupervised grouped-CV AUC / worst-kind AUC to:
+
+| location | normal = val only | normal = train + val (bench default) |
+|---|---|---|
+| demo seed 11 loc 0 | 0.967 / 0.922 | 0.971 / 0.941 |
+| demo seed 11 loc 1 | 0.958 / 0.960 | 0.954 / 0.936 |
+| demo seed 12 loc 0 | 0.906 / 0.905 | 0.949 / 0.912 |
+| demo seed 12 loc 1 | 0.859 / 0.751 | 0.884 / 0.820 |
+
+So the integrator should pass all normal clips of a location (train + val features) as the
+detector's normal set; `--normal val` reproduces the val-only numbers.
+"""
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def render(results: list[dict], args) -> str:
+    lines = [
+        "# Frame-level anomaly detection on unseen synthetic locations",
+        "",
+        "Command: `python bench/eval_detection.py "
+        + " ".join(sys.argv[1:] if sys.argv[1:] else [])
+        + "`",
+        "",
+        f"Demo seeds {args.seeds} (training elsewhere uses seed 0), {args.locations} location(s) "
+        f"per seed, {args.test_clips} test clips per demo location (clip 1 normal, the rest one "
+        f"anomaly each, cycling fast_object / vehicle / wrong_way_crossing), PredNet trained "
+        f"with defaults for at most {args.max_epochs} epochs x {args.trials} trial(s). AUCs are "
+        "frame-level ROC AUC over all labelled test frames: grouped CV = out-of-fold by clip; "
+        "LOKO = leave-one-kind-out (the kind's clips are held out of classifier training and "
+        "scored with the pure-normal clips). Normal statistics for the detector from "
+        f"the {args.normal} clips of each location (never test clips).",
+        "",
+    ]
+    for r in results:
+        rep = r["report"]
+        lines += [f"## {r['label']} (`{r['key']}`)", ""]
+        lines.append(
+            f"- clips/frames scored: {rep.get('n_clips')} / {rep.get('n_frames')} "
+            f"({rep.get('n_anomalous_frames', 0)} anomalous in {rep.get('n_anomalous_clips', 0)} "
+            f"clips); normal val frames: {rep.get('n_val_frames')}; PredNet val MAE "
+            f"{r['train']['val_mae']:.4f} vs copy-last {r['train']['copy_last_mae']:.4f}"
+        )
+        lines.append(
+            f"- chosen: **{rep.get('chosen')}**, smoothing window {rep.get('smoothing_window')}, "
+            f"threshold {rep.get('threshold', 0):.3f}. Why: {rep.get('why')}"
+        )
+        cands = dict(rep.get("candidates", {}))
+        if "baseline_frame_diff" in rep:
+            cands["baseline: frame diff per-cell normalised"] = rep["baseline_frame_diff"]
+        if "final" in rep:
+            cands[f"FINAL reported score ({rep['chosen']}, smoothed {rep['smoothing_window']})"] = (
+                rep["final"]
+            )
+        kinds = rep.get("anomaly_kinds", []) if rep.get("leave_one_kind_out") else []
+        if cands:
+            lines += [
+                "",
+                "| scorer | grouped-CV AUC | AP | F1 | "
+                + " | ".join(f"LOKO AUC {k}" for k in kinds)
+                + (" |" if kinds else "|"),
+                "|---|---|---|---|" + "---|" * len(kinds),
+            ]
+            for name, entry in cands.items():
+                cv = entry["grouped_cv"]
+                loko = entry.get("leave_one_kind_out", {})
+                cells = [_fmt(loko.get(k, {}).get("auc")) for k in kinds]
+                lines.append(
+                    f"| {name} | {_fmt(cv['auc'])} | {_fmt(cv['ap'])} | {_fmt(cv['f1'])} | "
+                    + " | ".join(cells)
+                    + (" |" if cells else "")
+                )
+        if r.get("reference_auc"):
+            lines += [
+                "",
+                "Reference AUCs on the same frames: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in r["reference_auc"].items()),
+            ]
+        if r.get("throughput"):
+            t = r["throughput"]
+            lines += [
+                "",
+                f"Throughput ({t['frames']} frames): bare model {t['bare_fps']} frames/s, "
+                f"extract_features end to end {t['scoring_fps']} frames/s "
+                f"(ratio {t['ratio']}); peak Python-side allocation while scoring from a "
+                f"generator {t['python_peak_mb']} MiB (frames as uint8 "
+                f"{t['frames'] * 64 * 80 / 2**20:.1f} MiB, as float32 "
+                f"{t['frames'] * 64 * 80 * 4 / 2**20:.1f} MiB).",
+            ]
+            if t.get("memory_frames"):
+                lines += [
+                    "",
+                    f"Memory: scoring one {t['memory_frames']}-frame clip from a generator "
+                    f"({t['memory_fps']} frames/s) raised the process's peak RSS by "
+                    f"{t['peak_rss_increase_mb']} MiB, to {t['peak_rss_mb']} MiB in all "
+                    "(TensorFlow, the model and its traced graphs included); the clip as "
+                    f"float32 would be {t['memory_frames'] * 64 * 80 * 4 / 2**20:.0f} MiB.",
+                ]
+        lines.append("")
+    return "\n".join(lines) + TRIED
+
+
+def locations_to_run(args) -> list[tuple[str, object, object, str]]:
+    """(cache key, data writer, kinds reader, label) for every location of this run."""
+    runs = []
+    for seed in args.seeds:
+        for loc in range(args.locations):
+            key = f"demo_s{seed}_l{loc}_t{args.test_clips}"
+            runs.append(
+                (
+                    key,
+                    demo_writer(seed, loc, args.test_clips),
+                    lambda d: _kinds_from_labels_csv(d / "test" / "labels.csv"),
+                    f"demo seed {seed} location {loc}",
+                )
+            )
+    if args.ucsd:
+        seed = args.seeds[0]
+        n_test = args.ucsd_test_clips
+        runs.append(
+            (
+                f"ucsd_s{seed}_t{n_test}",
+                ucsd_writer(seed, n_test),
+                lambda d, n=n_test: _ucsd_kinds(n),
+                f"UCSD-style seed {seed}",
+            )
+        )
+    return runs
+
+
+def _epochs(key: str, args) -> int:
+    if key.startswith("ucsd") and args.ucsd_max_epochs is not None:
+        return args.ucsd_max_epochs
+    return args.max_epochs
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
+    parser.add_argument("--locations", type=int, default=2)
+    parser.add_argument("--test-clips", type=int, default=10)
+    parser.add_argument("--ucsd", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--ucsd-test-clips", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=1)
+    parser.add_argument("--ucsd-max-epochs", type=int, default=None, help="default: --max-epochs")
+    parser.add_argument("--max-epochs", type=int, default=8)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/videoanom_eval_detection"))
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--train-only", action="store_true")
+    parser.add_argument(
+        "--normal",
+        choices=("train+val", "val"),
+        default="train+val",
+        help="normal clips whose features give the detector's normal statistics",
+    )
+    parser.add_argument("--throughput", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--memory-frames", type=int, default=10000, help="frames of the streamed memory check"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args(argv)
+    args.cache.mkdir(parents=True, exist_ok=True)
+    results = []
+    for key, write, kinds_fn, label in locations_to_run(args):
+        epochs = _epochs(key, args)
+        prepared, model_path, kinds = prepare_and_train(
+            key, write, kinds_fn, args.cache, epochs, args.trials
+        )
+        if args.train_only:
+            continue
+        results.append(evaluate_location(key, label, prepared, model_path, kinds, args))
+    if not args.train_only:
+        text = render(results, args)
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

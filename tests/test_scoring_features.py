@@ -1,0 +1,176 @@
+"""Per-frame features from a PredNet: rows, windows, bounded streaming, localisation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from videoanom.prednet import PredNet
+from videoanom.scoring import features as feat
+from videoanom.scoring.features import ExtractConfig, FeatureSet, extract_features
+
+REQUIRED = [
+    "err_mean",
+    "err_std",
+    "err_p50",
+    "err_p75",
+    "err_p90",
+    "err_p95",
+    "err_p99",
+    "psnr",
+    "err_cell_max",
+    "layer1_err",
+    "layer2_err",
+    "frame_diff",
+]
+
+
+def tiny_prednet(size: int = 16) -> PredNet:
+    return PredNet(
+        frame_shape=(size, size, 1),
+        stack_sizes=(1, 4, 8),
+        A_filt_sizes=(3, 3),
+        Ahat_filt_sizes=(3, 3, 3),
+        R_filt_sizes=(3, 3, 3),
+        layer_loss_weights=(1.0, 0.0, 0.0),
+        output_mode="error",
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> PredNet:
+    return tiny_prednet()
+
+
+def clip_frames(n: int, size: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    background = rng.integers(60, 120, size=(size, size, 1))
+    frames = []
+    for t in range(n):
+        frame = background.copy()
+        x = t % (size - 4)
+        frame[4:8, x : x + 4] = 220
+        frames.append(np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
+def test_rows_order_and_required_columns(model):
+    frames = clip_frames(23)
+    labels = (np.arange(23) >= 10).astype(int)
+    fs = extract_features(
+        model,
+        iter(frames),
+        "c1",
+        ExtractConfig(window=8, warmup=2, batch_size=2),
+        labels,
+        "vehicle",
+    )
+    assert len(fs) == 23
+    assert fs.table["frame"].tolist() == list(range(1, 24))
+    assert (fs.table["clip"] == "c1").all() and (fs.table["kind"] == "vehicle").all()
+    assert fs.table["label"].tolist() == labels.tolist()
+    for col in REQUIRED:
+        assert col in fs.table.columns, col
+    assert fs.cells["pred_error"].shape == (23, 2, 2)
+    assert fs.cells["frame_diff"].shape == (23, 2, 2)
+    assert np.isfinite(fs.table[fs.feature_columns].to_numpy()).all()
+    # frame 1 has no prediction: it copies frame 2
+    cols = fs.feature_columns
+    np.testing.assert_array_equal(fs.table.loc[0, cols], fs.table.loc[1, cols])
+    np.testing.assert_array_equal(fs.cells["pred_error"][0], fs.cells["pred_error"][1])
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_short_clips(model, n):
+    fs = extract_features(model, iter(clip_frames(n)), "short", ExtractConfig(window=8, warmup=2))
+    assert fs.table["frame"].tolist() == list(range(1, n + 1))
+    assert np.isfinite(fs.table[fs.feature_columns].to_numpy()).all()
+
+
+def test_window_boundaries_match_one_long_window(model):
+    frames = clip_frames(30)
+    short = extract_features(
+        model, iter(frames), "c", ExtractConfig(window=8, warmup=2, batch_size=2)
+    )
+    long = extract_features(
+        model, iter(frames), "c", ExtractConfig(window=32, warmup=2, batch_size=1)
+    )
+    assert short.table["frame"].tolist() == long.table["frame"].tolist() == list(range(1, 31))
+    # the first window has the same context: identical
+    np.testing.assert_allclose(short.table["err_mean"][:8], long.table["err_mean"][:8], rtol=1e-5)
+    # later windows rebuild context from `warmup` frames: close, no gaps or duplicates
+    np.testing.assert_allclose(short.table["err_mean"], long.table["err_mean"], rtol=0.1)
+    np.testing.assert_allclose(short.table["frame_diff"], long.table["frame_diff"], rtol=1e-5)
+
+
+def test_generator_is_consumed_lazily(model, monkeypatch):
+    config = ExtractConfig(window=8, warmup=2, batch_size=2)
+    pulled = {"n": 0}
+    ahead = []
+    real_runner = feat._runner
+
+    def spy_runner(m, batch, window):
+        run = real_runner(m, batch, window)
+
+        def wrapped(x):
+            ahead.append(pulled["n"])
+            return run(x)
+
+        return wrapped
+
+    monkeypatch.setattr(feat, "_runner", spy_runner)
+    frames = clip_frames(12)
+
+    def gen():
+        for i in range(400):
+            pulled["n"] += 1
+            yield frames[i % 12]
+
+    fs = extract_features(model, gen(), "long", config)
+    assert len(fs) == 400
+    assert len(ahead) > 10
+    # at each model call, at most one batch of windows (plus one frame) was read
+    calls_frames = [n for n in ahead[:-1]]
+    step = config.batch_size * (config.window - config.warmup)
+    for i, n in enumerate(calls_frames):
+        assert n <= (i + 1) * step + config.window + 1
+
+
+def test_localized_anomaly_raises_max_cell_more_than_mean():
+    model = tiny_prednet(32)
+    rng = np.random.default_rng(1)
+    background = rng.integers(60, 120, size=(32, 32, 1))
+    frames = np.clip(background + rng.normal(0, 3, (30, 32, 32, 1)), 0, 255).astype(np.uint8)
+    model.set_input_mean(frames.mean(axis=0).astype(np.float32) / 255.0)
+    frames[20, 16:24, 16:24] = 255  # a small bright object appears for one frame
+    fs = extract_features(model, iter(frames), "a", ExtractConfig(window=8, warmup=2, batch_size=2))
+    t = fs.table
+    normal = t.index.isin(range(5, 19))
+
+    def ratio(col):
+        return t.loc[20, col] / t.loc[normal, col].median()  # row 20 = frame 21
+
+    assert ratio("err_cell_max") > 1.5 * ratio("err_mean")
+    assert ratio("err_cell_max") > 2.0
+
+
+def test_save_load_concat(tmp_path, model):
+    config = ExtractConfig(window=8, warmup=2, batch_size=2)
+    a = extract_features(model, iter(clip_frames(9)), "a", config, labels=np.zeros(9, int))
+    b = extract_features(
+        model, iter(clip_frames(5, seed=3)), "b", config, labels=np.ones(5, int), kind="k"
+    )
+    both = FeatureSet.concat([a, b])
+    assert len(both) == 14 and both.cells["pred_error"].shape[0] == 14
+    both.save(tmp_path / "fs")
+    assert not list((tmp_path / "fs").glob("*.pkl"))
+    loaded = FeatureSet.load(tmp_path / "fs")
+    assert loaded.table["clip"].tolist() == both.table["clip"].tolist()
+    assert loaded.table["kind"].tolist() == ["", *[""] * 8, *["k"] * 5][:14]
+    np.testing.assert_allclose(
+        loaded.table[both.feature_columns].to_numpy(),
+        both.table[both.feature_columns].to_numpy(),
+        rtol=1e-6,
+    )
+    for key in both.cells:
+        np.testing.assert_array_equal(loaded.cells[key], both.cells[key])
