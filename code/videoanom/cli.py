@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--locations", type=int, default=2, help="number of locations (default 2)")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--train-clips", type=int, default=6)
-    demo.add_argument("--test-clips", type=int, default=4)
+    demo.add_argument("--test-clips", type=int, default=7)
     demo.add_argument("--frames-per-clip", type=int, default=120)
     demo.add_argument("--height", type=int, default=120)
     demo.add_argument("--width", type=int, default=160)

@@ -930,7 +930,7 @@ def write_demo_datastore(
     seed: int = 0,
     *,
     train_clips: int = 6,
-    test_clips: int = 4,
+    test_clips: int = 7,
     frames_per_clip: int = 120,
     height: int = 120,
     width: int = 160,

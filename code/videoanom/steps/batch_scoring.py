@@ -1,6 +1,6 @@
 """batch_scoring step: the registered PredNet over every validation and test clip.
 
-Output folder: ``val/`` and ``test/`` feature sets (one row per frame with its clip, frame
+Output folder: ``train/``, ``val/`` and ``test/`` feature sets (one row per frame with its clip, frame
 number, label and error features, plus per-cell error maps) and ``scoring.json`` naming the
 PredNet version used. Frames are decoded once, by data_prep.
 """
@@ -11,13 +11,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from tqdm import tqdm
-
 from videoanom.data.dataset import load_split
 from videoanom.data.prepare import DATA_FILE, load_manifest
 from videoanom.prednet import with_output_mode
 from videoanom.registry import load_prednet
-from videoanom.scoring.features import ExtractConfig, FeatureSet, extract_features
+from videoanom.scoring.features import ExtractConfig, split_features
 from videoanom.steps.common import read_json, write_json
 
 logger = logging.getLogger(__name__)
@@ -33,21 +31,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def score_split(
-    model, data_file: Path, split: str, manifest, config: ExtractConfig
-) -> FeatureSet | None:
+def score_split(model, data_file: Path, split: str, manifest, config: ExtractConfig):
     """Features of every clip of one split, in stored order (None for an empty split)."""
     data = load_split(data_file, split)
     if len(data) == 0:
         return None
-    sets = []
-    for clip, rows in tqdm(data.clip_slices(), desc=f"scoring {split}", unit="clip", leave=False):
-        kind = manifest.clip_kind(clip) if split == "test" else ""
-        frames = (data.frames[i] for i in range(rows.start, rows.stop))
-        sets.append(
-            extract_features(model, frames, clip, config, labels=data.label[rows], kind=kind)
-        )
-    return FeatureSet.concat(sets)
+    kinds = {clip: manifest.clip_kind(clip) for clip in data.clips} if split == "test" else None
+    logger.info("scoring %d %s frames (%d clips)", len(data), split, len(data.clips))
+    return split_features(model, data, config, kinds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     config = ExtractConfig()
     data_file = args.prepared_data / DATA_FILE
     counts = {}
-    for split in ("val", "test"):
+    for split in ("train", "val", "test"):
         features = score_split(model, data_file, split, manifest, config)
         if features is not None:
             features.save(args.scores / split)
