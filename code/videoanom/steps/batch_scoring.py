@@ -1,8 +1,8 @@
-"""batch_scoring step: the registered PredNet over every validation and test clip.
+"""batch_scoring step: the registered PredNet over every train, validation and test clip.
 
-Output folder: ``train/``, ``val/`` and ``test/`` feature sets (one row per frame with its clip, frame
-number, label and error features, plus per-cell error maps) and ``scoring.json`` naming the
-PredNet version used. Frames are decoded once, by data_prep.
+Output folder: ``train/``, ``val/`` and ``test/`` feature sets (one row per frame with its
+clip, frame number, label and error features, plus per-cell error maps) and
+``scoring.json`` naming the PredNet version used. Frames are decoded once, by data_prep.
 """
 
 from __future__ import annotations
