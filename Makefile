@@ -5,10 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 VIDEOANOM := $(VENV)/bin/videoanom
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 DATASTORE ?= data/datastore
 DEMO_LOCATIONS ?= 2
 
-.PHONY: help setup demo test test-fast lint format bench clean
+.PHONY: help setup demo test test-fast lint format bench bench-detection clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,7 +21,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-setup: $(STAMP)  ## create .venv and install videoanom with its dev tools
+# Azurite (the Azure Storage emulator the blob datastore tests use), pinned in package-lock.json.
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	@command -v npm >/dev/null || { echo "make setup: npm not found; install Node.js 20+ (the tests run Azurite from node_modules)" >&2; exit 1; }
+	if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+	touch $(NODE_STAMP)
+
+setup: $(STAMP) $(NODE_STAMP)  ## create .venv, install videoanom with its dev tools, and Azurite (npm)
 
 demo: setup  ## generate demo data (if absent) and train a detector for every demo location
 	$(PY) -m ml_service.demo --datastore $(DATASTORE) --locations $(DEMO_LOCATIONS)
@@ -39,8 +46,12 @@ test: lint  ## lint, then every test (slow ones included)
 test-fast: setup  ## the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow"
 
-bench: setup  ## PredNet throughput benchmark -> docs/benchmarks.md
+bench: setup  ## PredNet and end-to-end scoring throughput -> docs/benchmarks.md (~5 min)
 	$(PY) bench/bench_prednet.py --output docs/benchmarks.md
+	$(PY) bench/bench_scoring.py --output docs/benchmarks.md
+
+bench-detection: setup  ## detection AUCs on unseen demo seeds + UCSD layout -> docs/detection.md (~30 min)
+	$(PY) bench/eval_detection.py --out docs/detection.md
 
 clean:  ## remove local state and demo data (never the venv)
 	rm -rf .videoanom data/datastore

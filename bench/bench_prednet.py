@@ -207,6 +207,11 @@ How to read it:
   reference point, not a hard ceiling (above 100% is possible).
 - On shared cloud CPUs the same kernel runs at rates up to 2x apart from minute to minute
   (see the matmul range): compare rows from one run, not numbers across runs or machines.
+
+Detection quality (frame-level ROC AUC of the reported score, the unsupervised score and the
+frame-difference baseline on demo seeds the project never trains on, and on a UCSD-layout
+location) is measured by `make bench-detection` into [detection.md](detection.md).
+End-to-end scoring throughput and memory follow below when `make bench` ran both parts.
 """
 
 

@@ -58,9 +58,4 @@ def main(argv: list[str] | None = None) -> None:
         args.scores / RESULT_FILE,
         {"prednet": registered["uri"], "prednet_version": registered["version"], "frames": counts},
     )
-    logger.info(
-        "scored %d validation and %d test frames with %s",
-        counts["val"],
-        counts["test"],
-        registered["uri"],
-    )
+    logger.info("scored %s frames with %s", counts, registered["uri"])
