@@ -103,6 +103,7 @@ class Settings:
         return {
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "VIDEOANOM_ARTIFACT_ROOT": self.artifact_root.as_uri(),
+            "VIDEOANOM_BLOB_CACHE": str((self.home / "cache" / "blob").resolve()),
         }
 
 

@@ -104,14 +104,19 @@ class LocalDatastore(Datastore):
         return full
 
 
-def open_datastore(uri: str | Path) -> Datastore:
-    """Open a datastore from a URI: a local folder, or ``azureblob://container[/prefix]``."""
+def open_datastore(uri: str | Path, cache_dir: str | Path | None = None) -> Datastore:
+    """Open a datastore from a URI: a local folder, or ``azureblob://container[/prefix]``.
+
+    A blob datastore downloads into ``cache_dir``: default ``VIDEOANOM_BLOB_CACHE`` if set,
+    else ``.videoanom/cache/blob``; its connection string comes from
+    ``AZURE_STORAGE_CONNECTION_STRING``.
+    """
     text = str(uri)
     if text.startswith("azureblob://"):
-        raise DatastoreError(
-            f"{text}: Azure Blob datastores are not available in this version; "
-            "use a local folder (the master pipeline adds Azure Blob support)"
-        )
+        from videoanom.data.blob import AzureBlobDatastore
+
+        cache = cache_dir or os.environ.get("VIDEOANOM_BLOB_CACHE") or ".videoanom/cache/blob"
+        return AzureBlobDatastore(text, cache_dir=cache)
     if "://" in text and not text.startswith("file://"):
         raise DatastoreError(f"{text}: unknown datastore scheme (use a folder or azureblob://)")
     return LocalDatastore(text.removeprefix("file://"))
