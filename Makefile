@@ -9,7 +9,7 @@ NODE_STAMP := node_modules/.installed
 DATASTORE ?= data/datastore
 DEMO_LOCATIONS ?= 2
 
-.PHONY: help setup demo test test-fast lint format bench bench-detection clean
+.PHONY: help setup setup-test demo test test-fast lint format bench bench-detection clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,9 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
 	touch $(NODE_STAMP)
 
-setup: $(STAMP) $(NODE_STAMP)  ## create .venv, install videoanom with its dev tools, and Azurite (npm)
+setup: $(STAMP)  ## create .venv and install videoanom with its dev tools
+
+setup-test: $(STAMP) $(NODE_STAMP)  ## setup, plus Azurite (npm) for the blob datastore tests
 
 demo: setup  ## generate demo data (if absent) and train a detector for every demo location
 	$(PY) -m ml_service.demo --datastore $(DATASTORE) --locations $(DEMO_LOCATIONS)
@@ -40,10 +42,10 @@ format: setup  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint  ## lint, then every test (slow ones included)
+test: setup-test lint  ## lint, then every test (slow ones included)
 	$(VENV)/bin/pytest
 
-test-fast: setup  ## the tests not marked slow
+test-fast: setup-test  ## the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow"
 
 bench: setup  ## PredNet and end-to-end scoring throughput -> docs/benchmarks.md (~5 min)

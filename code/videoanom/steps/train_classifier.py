@@ -59,6 +59,28 @@ def summarise(out_of_fold: pd.DataFrame) -> dict[str, float]:
     return summary
 
 
+def timeline_scores(
+    detector: Detector, out_of_fold: pd.DataFrame, test: FeatureSet | None
+) -> pd.DataFrame:
+    """Per-frame test scores for the timeline plot.
+
+    With labels these are out-of-fold (each clip scored by a detector fitted without it), so
+    the plot shows what to expect on new video rather than how well training clips were fit.
+    """
+    if len(out_of_fold):
+        frame = out_of_fold[["clip", "frame", "label"]].copy()
+        frame["anomaly_score"] = out_of_fold["score"].to_numpy()
+        frame["is_anomaly"] = (frame["anomaly_score"] >= detector.threshold).astype(int)
+        return frame
+    if test is None:
+        return pd.DataFrame()
+    scores, flags = detector.score(test)
+    columns = ["clip", "frame"] + (["label"] if "label" in test.table else [])
+    frame = test.table[columns].copy()
+    frame["anomaly_score"], frame["is_anomaly"] = scores, flags
+    return frame
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     manifest = load_manifest(args.prepared_data)
@@ -83,13 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         "summary": summary,
         **detector.report,
     }
-    test_scores = pd.DataFrame()
-    if test is not None:
-        scores, flags = detector.score(test)
-        test_scores = test.table[
-            ["clip", "frame"] + (["label"] if "label" in test.table else [])
-        ].copy()
-        test_scores["anomaly_score"], test_scores["is_anomaly"] = scores, flags
+    test_scores = timeline_scores(detector, out_of_fold, test)
     report_dir = args.classifier / "report"
     plots = write_report(
         report_dir, manifest.location, report, out_of_fold, test_scores, detector.threshold
