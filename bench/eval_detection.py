@@ -339,6 +339,147 @@ test clip is busier than the normal stretches of the anomaly clips (median unsup
 """
 
 
+# seed 12 location 1 attempts that were not adopted: (variant, s11 l0, s11 l1, s12 l0,
+# s12 l1, UCSD-style), each grouped-CV AUC / worst held-out kind AUC
+FURTHER_ROWS = [
+    (
+        "current (mean of per-cell max z and p99)",
+        "0.986 / 0.962",
+        "0.958 / 0.952",
+        "0.959 / 0.931",
+        "0.898 / 0.831",
+        "0.916 / 0.955",
+    ),
+    (
+        "centred temporal mean over 3 / 9 frames of the cell maps before normalising",
+        "0.984 / 0.963, 0.978 / 0.967",
+        "0.956 / 0.946, 0.956 / 0.935",
+        "0.958 / 0.920, 0.946 / 0.884",
+        "0.893 / 0.824, 0.890 / 0.823",
+        "0.915 / 0.949, 0.917 / 0.951",
+    ),
+    (
+        "temporal max over 3 frames",
+        "0.984 / 0.959",
+        "0.958 / 0.947",
+        "0.958 / 0.928",
+        "0.899 / 0.829",
+        "0.915 / 0.950",
+    ),
+    (
+        "MAD spread (3 x 1.4826 MAD) instead of q99 - median",
+        "0.958 / 0.826",
+        "0.924 / 0.903",
+        "0.895 / 0.778",
+        "0.864 / 0.770",
+        "0.907 / 0.864",
+    ),
+    (
+        "top-3 cells instead of max",
+        "0.987 / 0.965",
+        "0.963 / 0.958",
+        "0.958 / 0.927",
+        "0.896 / 0.827",
+        "0.919 / 0.958",
+    ),
+    (
+        "+ per-cell frame-difference z as a third view",
+        "0.974 / 0.931",
+        "0.964 / 0.955",
+        "0.951 / 0.915",
+        "0.895 / 0.836",
+        "0.918 / 0.949",
+    ),
+    (
+        "+ PredNet layer-0 / layer-1 error as a third view (global only; "
+        "no per-cell maps of higher layers are stored)",
+        "0.988 / 0.964",
+        "0.946 / 0.941",
+        "0.957 / 0.935",
+        "0.895 / 0.819",
+        "0.916 / 0.952",
+    ),
+    (
+        "per-cell ratio sqrt(error) / (frame diff + 0.01), normalised, with p99",
+        "0.981 / 0.976",
+        "0.955 / 0.920",
+        "0.956 / 0.904",
+        "0.904 / 0.837",
+        "0.915 / 0.951",
+    ),
+    (
+        "neighbourhood floor: scale = max(own spread, 0.05 x 3x3-max spread) + floor",
+        "0.982 / 0.947",
+        "0.960 / 0.943",
+        "0.961 / 0.944",
+        "0.916 / 0.873",
+        "0.919 / 0.957",
+    ),
+    (
+        "same with 0.1 / 0.25 / 1.0 x",
+        "0.979 / 0.935, 0.973 / 0.918, 0.971 / 0.919",
+        "0.958 / 0.939, 0.959 / 0.949, 0.957 / 0.959",
+        "0.958 / 0.936, 0.952 / 0.924, 0.934 / 0.885",
+        "0.909 / 0.880, 0.900 / 0.863, 0.884 / 0.810",
+        "0.919 / 0.961, 0.919 / 0.953, 0.921 / 0.950",
+    ),
+    (
+        "neighbourhood floor 0.05 + max of the two views instead of the mean",
+        "0.982 / 0.949",
+        "0.967 / 0.950",
+        "0.962 / 0.937",
+        "0.918 / 0.891",
+        "0.912 / 0.911",
+    ),
+    (
+        "neighbourhood floor 0.05 + log-sum-exp of the two views",
+        "0.981 / 0.946",
+        "0.967 / 0.950",
+        "0.962 / 0.939",
+        "0.919 / 0.889",
+        "0.913 / 0.929",
+    ),
+    (
+        "smoothing windows up to 31 (current score)",
+        "0.992 / 0.980 (31)",
+        "unchanged (9)",
+        "0.961 / 0.925 (15)",
+        "0.903 / 0.833 (21)",
+        "0.916 / 0.955 (15)",
+    ),
+]
+
+
+def _further() -> str:
+    header = (
+        "| variant | s11 l0 | s11 l1 | s12 l0 | s12 l1 | UCSD-style |\n|---|---|---|---|---|---|"
+    )
+    rows = ["| " + " | ".join(r) + " |" for r in FURTHER_ROWS]
+    return FURTHER_PRE + "\n" + "\n".join([header, *rows]) + "\n" + FURTHER_POST
+
+
+FURTHER_PRE = """
+Further attempts on seed 12 location 1 (none reached the bar; the code was left unchanged).
+These were run offline on the cached features, using the same unsupervised AUCs, the same
+per-kind sets and the same smoothing choice as the bench. Each cell below is grouped-CV AUC /
+worst held-out kind AUC after smoothing. Every figure was chosen on the same out-of-fold
+scores it is reported on, so all of them are optimistic.
+"""
+FURTHER_POST = """
+Diagnosis: in that location's pure-normal test clip, normal pedestrians cross the row of cells
+just above the walkway. The train+val normal video never shows motion there (per-cell spread
+about 0), so these frames reach max z of about 7. The weakest wrong-way clip (test_010) gives
+almost nothing to the global p99 view (median 0.00 on the normal scale), so averaging the two
+views halves its per-cell evidence. A small neighbourhood floor on the per-cell scale makes
+cells next to normal motion less sensitive. This is the most useful change found, giving
+0.916 / 0.873, and 0.918 / 0.891 when combined with a max of the views. It does not reach 0.90
+on the held-out kind, it lowers seed 11 location 0's worst kind by 0.01-0.03, and the
+weight was picked on these same scores. It is not adopted. The next thing to try is per-cell
+maps of the higher PredNet layers' errors, which needs features.py to store them and the
+features to be re-extracted.
+"""
+
+
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -459,7 +600,7 @@ def render(results: list[dict], args) -> str:
                     f"float32 would be {t['memory_frames'] * 64 * 80 * 4 / 2**20:.0f} MiB.",
                 ]
         lines.append("")
-    return "\n".join(lines) + TRIED
+    return "\n".join(lines) + TRIED + _further()
 
 
 def locations_to_run(args) -> list[tuple[str, object, object, str]]:
