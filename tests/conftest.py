@@ -49,6 +49,32 @@ def write_video(path: Path, frames: list[np.ndarray], fourcc: str = "MJPG", fps:
     return path
 
 
+# Settings that make a whole `videoanom run` take well under a minute on tiny data.
+TINY_RUN = {
+    "VIDEOANOM_IMAGE_HEIGHT": "32",
+    "VIDEOANOM_IMAGE_WIDTH": "40",
+    "VIDEOANOM_NT": "6",
+    "VIDEOANOM_WINDOWS_PER_EPOCH": "24",
+}
+
+
+def write_tiny_demo(store: Path) -> Path:
+    """One demo location (demo-plaza): 3 train and 2 test clips of 20 frames at 48x64."""
+    from videoanom.data.demo import write_demo_datastore
+
+    write_demo_datastore(
+        store,
+        locations=1,
+        train_clips=3,
+        test_clips=2,
+        frames_per_clip=20,
+        height=48,
+        width=64,
+        progress=False,
+    )
+    return store
+
+
 def tree_digest(root: Path) -> str:
     """Hash of every file's path, content and mtime under ``root`` (to prove read-only)."""
     digest = hashlib.sha256()

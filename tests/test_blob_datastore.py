@@ -14,7 +14,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 import pytest
 from azure.storage.blob import BlobServiceClient, ContainerClient, StorageStreamDownloader
-from conftest import moving_square_frames, write_frame_folder, write_video
+from conftest import (
+    TINY_RUN,
+    moving_square_frames,
+    write_frame_folder,
+    write_tiny_demo,
+    write_video,
+)
 
 from ml_service.pipelines.run_location import listing_salt
 from ml_service.util.env_variables import Settings
@@ -22,7 +28,6 @@ from videoanom.cli import main
 from videoanom.data.blob import AzureBlobDatastore, MissingConnectionString
 from videoanom.data.dataset import load_split
 from videoanom.data.datastore import DatastoreError, LocalDatastore, open_datastore
-from videoanom.data.demo import write_demo_datastore
 from videoanom.data.prepare import PrepConfig, prepare_location
 
 VARIABLE = "AZURE_STORAGE_CONNECTION_STRING"
@@ -291,17 +296,7 @@ def test_blob_cache_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, az
 def test_run_end_to_end_from_a_blob_container(
     container: ContainerClient, azurite: str, tmp_path: Path
 ) -> None:
-    store, home = tmp_path / "ds", tmp_path / "home"
-    write_demo_datastore(
-        store,
-        locations=1,
-        train_clips=3,
-        test_clips=2,
-        frames_per_clip=20,
-        height=48,
-        width=64,
-        progress=False,
-    )
+    store, home = write_tiny_demo(tmp_path / "ds"), tmp_path / "home"
     upload_tree(container, store, "uploads/2024")
     before = snapshot(container)
     uri = f"azureblob://{container.container_name}/uploads/2024"
@@ -309,10 +304,7 @@ def test_run_end_to_end_from_a_blob_container(
         **os.environ,
         VARIABLE: azurite,
         "VIDEOANOM_HOME": str(home),
-        "VIDEOANOM_IMAGE_HEIGHT": "32",
-        "VIDEOANOM_IMAGE_WIDTH": "40",
-        "VIDEOANOM_NT": "6",
-        "VIDEOANOM_WINDOWS_PER_EPOCH": "24",
+        **TINY_RUN,
     }
     env.pop("VIDEOANOM_BLOB_CACHE", None)
     args = ["run", "--location", "demo-plaza", "--datastore", uri, "--trials", "1"]

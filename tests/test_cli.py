@@ -11,9 +11,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+from conftest import TINY_RUN, write_tiny_demo
 
 from videoanom.cli import main
-from videoanom.data.demo import write_demo_datastore, write_ucsd_style_location
+from videoanom.data.demo import write_ucsd_style_location
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,27 +123,9 @@ def test_demo_data_command_writes_locations(tmp_path: Path) -> None:
     assert (tmp_path / "ds" / "demo-plaza" / "test" / "labels.csv").is_file()
 
 
-TINY_RUN = {
-    "VIDEOANOM_IMAGE_HEIGHT": "32",
-    "VIDEOANOM_IMAGE_WIDTH": "40",
-    "VIDEOANOM_NT": "6",
-    "VIDEOANOM_WINDOWS_PER_EPOCH": "24",
-}
-
-
 @pytest.mark.slow
 def test_run_end_to_end_registers_a_tagged_prednet(tmp_path: Path) -> None:
-    store, home = tmp_path / "ds", tmp_path / "home"
-    write_demo_datastore(
-        store,
-        locations=1,
-        train_clips=3,
-        test_clips=2,
-        frames_per_clip=20,
-        height=48,
-        width=64,
-        progress=False,
-    )
+    store, home = write_tiny_demo(tmp_path / "ds"), tmp_path / "home"
     before = sorted(p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file())
     args = [
         "run",
