@@ -105,18 +105,22 @@ def main() -> None:
         (config.batch_size, config.window, *bare.frame_shape), np.float32
     )
     bare.predict_on_batch(batch)
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        bare.predict_on_batch(batch)
-        timings.append(time.perf_counter() - start)
-    bare_fps = batch.shape[0] * batch.shape[1] / float(np.median(timings))
-
+    long_clip = InputClip("long", video, "video")
     score_clip(models, InputClip("warm", write_long_video(work / "warm.avi", 60), "video"))
-    start = time.perf_counter()
-    scores, _ = score_clip(models, InputClip("long", video, "video"))
-    e2e_seconds = time.perf_counter() - start
-    e2e_fps = len(scores) / e2e_seconds
+    # This VM's speed drifts by up to 2x from minute to minute: interleave the two
+    # measurements and compare the best of each, so drift does not decide the ratio.
+    bare_rates, e2e_rates = [], []
+    for _ in range(3):
+        timings = []
+        for _ in range(10):
+            start = time.perf_counter()
+            bare.predict_on_batch(batch)
+            timings.append(time.perf_counter() - start)
+        bare_rates.append(batch.shape[0] * batch.shape[1] / float(np.median(timings)))
+        start = time.perf_counter()
+        scores, _ = score_clip(models, long_clip)
+        e2e_rates.append(len(scores) / (time.perf_counter() - start))
+    bare_fps, e2e_fps = max(bare_rates), max(e2e_rates)
 
     big = write_long_video(work / "big.avi", args.memory_frames)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -143,9 +147,9 @@ def main() -> None:
             "| measure | value |",
             "|---|---:|",
             f"| bare PredNet prediction, batch {config.batch_size} x {config.window} frames "
-            f"| {bare_fps:.0f} frames/s |",
+            f"| {bare_fps:.0f} frames/s (best of 3 medians) |",
             f"| end-to-end scoring of a {len(scores)}-frame video (decode, resize, PredNet, "
-            f"features, detector) | {e2e_fps:.0f} frames/s ({share:.0f}% of bare) |",
+            f"features, detector) | {e2e_fps:.0f} frames/s, best of 3 ({share:.0f}% of bare) |",
             f"| `videoanom score`, {rows}-frame video, wall time with start-up "
             f"| {command_seconds:.1f} s |",
             f"| `videoanom score`, {rows}-frame video, peak resident memory | {peak_mb:.0f} MB |",

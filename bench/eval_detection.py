@@ -169,7 +169,7 @@ def throughput(
     frames = np.concatenate([frames] * (-(-n_frames // len(frames))))[:n_frames]
     n = (len(frames) // (config.window * config.batch_size)) * config.window * config.batch_size
     frames = frames[:n]
-    run = _runner(model, config.batch_size, config.window)
+    run = _runner(model, config.window)
     batches = frames.reshape(-1, config.batch_size, config.window, *frames.shape[1:])
     run(batches[0])  # trace
     extract_features(model, iter(frames[: config.window * 2]), "warm", config)

@@ -112,8 +112,8 @@ def test_generator_is_consumed_lazily(model, monkeypatch):
     ahead = []
     real_runner = feat._runner
 
-    def spy_runner(m, batch, window):
-        run = real_runner(m, batch, window)
+    def spy_runner(m, window):
+        run = real_runner(m, window)
 
         def wrapped(x):
             ahead.append(pulled["n"])

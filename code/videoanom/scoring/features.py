@@ -132,17 +132,21 @@ class ExtractConfig:
 
 
 # ------------------------------------------------------------------------------ model call
-_RUNNERS: dict[tuple[int, int, int], Any] = {}
+_RUNNERS: dict[tuple[int, int], Any] = {}
 _SCORING_COPIES: dict[int, tuple[Any, Any]] = {}
 
 
-def _runner(model: Any, batch: int, window: int) -> Any:
-    """A traced forward function of fixed input shape returning (prediction, errors)."""
+def _runner(model: Any, window: int) -> Any:
+    """A forward function returning (prediction, errors), traced once per model and window.
+
+    The batch dimension is left dynamic so a clip's last, smaller batch reuses the same
+    graph: tracing the unrolled recurrence costs seconds, more than scoring a short clip.
+    """
     import tensorflow as tf
 
     from videoanom.prednet.model import PredNet, with_output_mode
 
-    key = (id(model), batch, window)
+    key = (id(model), window)
     cached = _RUNNERS.get(key)
     if cached is not None and cached[0] is model:
         return cached[1]
@@ -153,7 +157,7 @@ def _runner(model: Any, batch: int, window: int) -> Any:
             copy = with_output_mode(model, "all")
         _SCORING_COPIES[id(model)] = scoring = (model, copy)
     scoring = scoring[1]
-    shape = (batch, window, *tuple(int(v) for v in model.frame_shape))
+    shape = (None, window, *tuple(int(v) for v in model.frame_shape))
 
     @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8)], reduce_retracing=True)
     def run(frames: Any) -> tuple[Any, Any]:
@@ -255,12 +259,11 @@ def extract_features(
     def flush() -> None:
         if not pending:
             return
-        # a full batch, or the next power of two for a clip's last windows (few traces)
-        size = batch if len(pending) == batch else min(batch, 1 << (len(pending) - 1).bit_length())
-        run = _runner(model, size, window)
+        size = len(pending)
+        run = _runner(model, window)
         stacked = np.empty((size, window, *pending[0][0].shape[1:]), np.uint8)
         for i in range(size):
-            w = pending[min(i, len(pending) - 1)][0]
+            w = pending[i][0]
             stacked[i, : len(w)] = w
             stacked[i, len(w) :] = w[-1]  # causal model: padding never changes kept frames
         pred, errs = run(stacked)

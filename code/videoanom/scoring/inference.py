@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import csv
 import logging
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -123,12 +125,53 @@ def load_location_models(location: str) -> LocationModels:
     return LocationModels(location, prednet, detector, versions)
 
 
+_DONE = object()
+
+
+def prefetch(items: Iterable[Any], size: int = 256) -> Iterator[Any]:
+    """Iterate ``items`` in a background thread, at most ``size`` ahead.
+
+    Decoding and resizing frames then overlaps the PredNet's computation (TensorFlow
+    releases the GIL), while memory stays bounded. Errors surface in the consumer.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as error:  # handed to the consumer, re-raised there
+            buffer.put(error)
+
+    thread = threading.Thread(target=produce, name="frame-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = buffer.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
 def score_clip(models: LocationModels, clip: InputClip) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly_score, is_anomaly) per frame of one clip, in frame order."""
     from videoanom.scoring.features import ExtractConfig, extract_features
 
     height, width, channels = models.prednet.frame_shape
-    frames = (to_model_input(f, height, width, channels) for f in clip.frames())
+    frames = prefetch(to_model_input(f, height, width, channels) for f in clip.frames())
     features = extract_features(models.prednet, frames, clip.name, ExtractConfig())
     scores, flags = models.detector.score(features)
     return np.asarray(scores, float), np.asarray(flags, int)
