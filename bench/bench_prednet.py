@@ -211,8 +211,27 @@ How to read it:
 Detection quality (frame-level ROC AUC of the reported score, the unsupervised score and the
 frame-difference baseline on demo seeds the project never trains on, and on a UCSD-layout
 location) is measured by `make bench-detection` into [detection.md](detection.md).
+{detection_summary()}
 End-to-end scoring throughput and memory follow below when `make bench` ran both parts.
 """
+
+
+DETECTION_DOC = Path(__file__).resolve().parents[1] / "docs" / "detection.md"
+
+
+def detection_summary(path: Path = DETECTION_DOC) -> str:
+    """The summary table of the last detection evaluation, quoted here so one page has both."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    start = text.find("## Summary")
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + 1)
+    section = text[start : end if end > 0 else None].strip()
+    return (
+        "\n" + section.replace("## Summary", "### Detection summary (from detection.md)", 1) + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
