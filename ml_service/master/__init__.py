@@ -1,0 +1,6 @@
+"""Building blocks of ``videoanom master``: per-location claims and upload readiness."""
+
+from ml_service.master.claims import Claim, ClaimError, LocalClaims
+from ml_service.master.readiness import Readiness, check_ready, listing_signature
+
+__all__ = ["Claim", "ClaimError", "LocalClaims", "Readiness", "check_ready", "listing_signature"]
