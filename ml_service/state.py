@@ -36,6 +36,14 @@ def write_state(home: Path, location: str, state: str, **details: Any) -> dict[s
     return record
 
 
+def read_state(home: Path, location: str) -> dict[str, Any]:
+    """The recorded state of one location, or an empty dict if none (or unreadable)."""
+    try:
+        return json.loads(state_path(home, location).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def read_states(home: Path) -> list[dict[str, Any]]:
     """Every recorded location state, sorted by location."""
     root = Path(home) / "locations"

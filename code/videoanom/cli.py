@@ -94,6 +94,45 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_master(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from ml_service.master.master import Master, MasterConfig
+
+    settings = _settings(
+        args,
+        datastore=args.datastore,
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        home=args.home,
+    )
+    config = MasterConfig(
+        quiet_seconds=args.quiet_seconds,
+        max_retries=args.max_retries,
+        backoff_seconds=args.backoff_seconds,
+        workers=args.workers,
+        retrain_changed=args.retrain_changed,
+        transfer=not args.no_transfer,
+    )
+    master = Master(settings, config)
+    if args.once:
+        decisions = master.poll_once()
+        for d in decisions:
+            print(f"{d.location:<24} {d.action:<5} {d.outcome or d.reason}")
+        return 1 if any(d.outcome.startswith("failed") for d in decisions) else 0
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    logger.info(
+        "watching %s every %.0f s (Ctrl-C stops after the current poll)",
+        settings.datastore,
+        args.interval,
+    )
+    master.watch(args.interval, stop)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from ml_service.status import location_rows, render_table
 
@@ -151,6 +190,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(score)
     score.set_defaults(func=cmd_score)
+
+    master = sub.add_parser("master", help="train every location that needs a detector")
+    mode = master.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="poll once, train, and exit")
+    mode.add_argument("--watch", action="store_true", help="poll until SIGINT/SIGTERM")
+    master.add_argument("--interval", type=float, default=300.0, help="seconds between polls")
+    master.add_argument("--datastore", default=None, help="folder or azureblob:// URI")
+    master.add_argument("--trials", type=int, default=None, help="search trials per location")
+    master.add_argument("--max-epochs", type=int, default=None, help="epochs per trial")
+    master.add_argument("--workers", type=int, default=1, help="locations trained at once")
+    master.add_argument(
+        "--quiet-seconds", type=float, default=300.0, help="unchanged this long = upload done"
+    )
+    master.add_argument("--max-retries", type=int, default=3, help="failures before giving up")
+    master.add_argument("--backoff-seconds", type=float, default=600.0, help="first retry delay")
+    master.add_argument(
+        "--retrain-changed", action="store_true", help="retrain locations whose files changed"
+    )
+    master.add_argument("--no-transfer", action="store_true", help="never warm-start PredNets")
+    _add_common(master)
+    master.set_defaults(func=cmd_master)
 
     status = sub.add_parser("status", help="one row per location: state, models, metrics")
     status.add_argument("--datastore", default=None, help="folder or azureblob:// URI")

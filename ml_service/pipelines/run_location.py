@@ -11,7 +11,7 @@ from typing import Any
 
 from ml_service.pipelines.definition import training_pipeline
 from ml_service.pipelines.local_runner import LocalRunner, PipelineRun, StepFailed
-from ml_service.state import write_state
+from ml_service.state import read_state, write_state
 from ml_service.util.env_variables import Settings
 from videoanom.data.datastore import Datastore, LocalDatastore, open_datastore
 from videoanom.names import normalise_location, validate_location
@@ -70,13 +70,15 @@ def run_location(
     if git_commit:
         env["GIT_COMMIT"] = git_commit
     runner = LocalRunner(settings.home, env)
-    write_state(settings.home, location, "running", params=params)
+    attempts = int(read_state(settings.home, location).get("attempts", 0))
+    listing = listing_salt(datastore, location)
+    write_state(settings.home, location, "running", params=params, attempts=attempts)
     try:
         run = runner.run(
             training_pipeline(),
             params,
             group=normalise_location(location),
-            salts={"data_prep": listing_salt(datastore, location)},
+            salts={"data_prep": listing},
         )
     except StepFailed as error:
         write_state(
@@ -86,6 +88,8 @@ def run_location(
             step=error.step,
             reason=error.reason,
             log=str(error.log),
+            attempts=attempts + 1,
+            listing=listing,
         )
         raise
     registered = _read(run, "registered_prednet", "model.json")
@@ -100,6 +104,9 @@ def run_location(
         settings.home,
         location,
         "succeeded",
+        attempts=0,
+        listing=listing,
+        init_from=init_from or None,
         prednet=registered["uri"],
         classifier=registered_classifier["uri"],
         scorer=classifier["chosen"],

@@ -9,12 +9,15 @@ The project only ever reads a datastore: nothing here writes, moves or deletes.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 from videoanom.names import InvalidLocationName, validate_location
+
+logger = logging.getLogger(__name__)
 
 LOCAL_DEFAULT = "./data/datastore"
 
@@ -74,8 +77,8 @@ class LocalDatastore(Datastore):
                 continue
             try:
                 names.append(validate_location(entry.name))
-            except InvalidLocationName:
-                continue
+            except InvalidLocationName as error:
+                logger.warning("ignoring folder %r in %s: %s", entry.name, self.root, error)
         return names
 
     def _location_dir(self, location: str) -> Path:

@@ -1,0 +1,183 @@
+"""``videoanom master``: find locations that need a detector and train them, safely.
+
+One poll lists the datastore's locations and, for each, decides whether it needs a
+training pipeline: not yet trained (or, with ``retrain_changed``, its files changed since
+the last success), its upload complete (``_READY`` marker or a quiet period), not given up
+on after repeated failures, not inside its retry back-off, and not claimed by another
+master. Chosen locations train in parallel up to ``workers``; one failing location never
+stops the others. The datastore is only ever read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ml_service.master.claims import LocalClaims
+from ml_service.master.readiness import check_ready
+from ml_service.pipelines.local_runner import StepFailed
+from ml_service.pipelines.run_location import listing_salt, run_location
+from ml_service.state import read_state, read_states
+from ml_service.util.env_variables import Settings
+from videoanom.data.datastore import Datastore, open_datastore
+
+logger = logging.getLogger(__name__)
+
+RunLocation = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    """How eagerly the master starts pipelines and how it treats failures."""
+
+    quiet_seconds: float = 300.0
+    max_retries: int = 3
+    backoff_seconds: float = 600.0
+    workers: int = 1
+    retrain_changed: bool = False
+    transfer: bool = True
+
+
+@dataclass
+class Decision:
+    """What one poll decided for one location, and why (shown to the user)."""
+
+    location: str
+    action: str  # "train", "skip"
+    reason: str
+    outcome: str = ""
+
+
+class Master:
+    """Polls a datastore and runs the training pipeline for locations that need one."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config: MasterConfig | None = None,
+        run: RunLocation = run_location,
+        datastore: Datastore | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.config = config or MasterConfig()
+        self.run_location = run
+        self.clock = clock
+        home = Path(settings.home)
+        self.datastore = datastore or open_datastore(
+            settings.datastore, cache_dir=home / "cache" / "blob"
+        )
+        self.claims = LocalClaims(home / "claims")
+        self.seen_path = home / "master" / "seen.json"
+
+    def poll_once(self) -> list[Decision]:
+        """Decide for every location, train the chosen ones, return every decision."""
+        now = self.clock()
+        seen = self._load_seen()
+        decisions = [
+            self._decide(location, now, seen) for location in self.datastore.list_locations()
+        ]
+        self._save_seen(seen)
+        chosen = [d for d in decisions if d.action == "train"]
+        for decision in decisions:
+            if decision.action == "skip":
+                logger.info("%s: %s", decision.location, decision.reason)
+        if chosen:
+            with ThreadPoolExecutor(max_workers=max(1, self.config.workers)) as pool:
+                for decision, outcome in zip(chosen, pool.map(self._train, chosen), strict=True):
+                    decision.outcome = outcome
+        return decisions
+
+    def watch(self, interval: float, stop: threading.Event) -> None:
+        """Poll every ``interval`` seconds until ``stop`` is set (after the current poll)."""
+        while not stop.is_set():
+            self.poll_once()
+            stop.wait(interval)
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, location: str, now: float, seen: dict[str, Any]) -> Decision:
+        state = read_state(self.settings.home, location)
+        status = state.get("state")
+        if status == "succeeded":
+            if not self.config.retrain_changed:
+                return Decision(location, "skip", "already trained")
+            if listing_salt(self.datastore, location) == state.get("listing"):
+                return Decision(location, "skip", "trained on the current data")
+        if status == "failed":
+            attempts = int(state.get("attempts", 1))
+            if attempts >= self.config.max_retries:
+                return Decision(
+                    location, "skip", f"gave up after {attempts} failures: {state.get('reason')}"
+                )
+            wait_until = _timestamp(state) + self.config.backoff_seconds * 2 ** (attempts - 1)
+            if now < wait_until:
+                return Decision(location, "skip", f"retry after {wait_until - now:.0f} s")
+        readiness, seen[location] = check_ready(
+            self.datastore.list_files(location), now, self.config.quiet_seconds, seen.get(location)
+        )
+        if not readiness.ready:
+            return Decision(location, "skip", f"not ready: {readiness.reason}")
+        holder = self.claims.holder(location)
+        if holder is not None:
+            return Decision(
+                location, "skip", f"claimed by pid {holder.get('pid')} on {holder.get('host')}"
+            )
+        return Decision(location, "train", readiness.reason)
+
+    def _train(self, decision: Decision) -> str:
+        location = decision.location
+        claim = self.claims.try_claim(location)
+        if claim is None:
+            return "skipped: claimed by another master"
+        with claim:
+            init_from = self.transfer_source(location) if self.config.transfer else ""
+            try:
+                logger.info("%s: training%s", location, f" from {init_from}" if init_from else "")
+                result = self.run_location(self.settings, location, init_from=init_from)
+            except (StepFailed, ValueError) as error:
+                logger.error("%s failed: %s", location, error)
+                return f"failed: {error}"
+        return f"succeeded: {getattr(result, 'classifier_uri', '')}".rstrip(": ")
+
+    def transfer_source(self, location: str) -> str:
+        """The PredNet of the trained location whose model beats copy-last by the most."""
+        best, best_ratio = "", float("inf")
+        for state in read_states(self.settings.home):
+            metrics = state.get("metrics", {})
+            if state.get("location") == location or state.get("state") != "succeeded":
+                continue
+            if not metrics.get("copy_last_mae") or not state.get("prednet"):
+                continue
+            ratio = metrics["val_mae"] / metrics["copy_last_mae"]
+            if ratio < best_ratio:
+                best, best_ratio = state["prednet"], ratio
+        return best
+
+    # ------------------------------------------------------------------ persistence
+    def _load_seen(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.seen_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def _save_seen(self, seen: dict[str, Any]) -> None:
+        self.seen_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.seen_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(seen, indent=2))
+        tmp.replace(self.seen_path)
+
+
+def _timestamp(state: dict[str, Any]) -> float:
+    """When a state record was written, as a Unix time (0 if unknown)."""
+    try:
+        return datetime.strptime(state["updated"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (KeyError, ValueError):
+        return 0.0
