@@ -25,6 +25,17 @@ def _settings(args: argparse.Namespace, **overrides: object):
     return Settings.load(overrides, env_file=args.env_file)
 
 
+def _training_settings(args: argparse.Namespace):
+    """Settings of the commands that train (run, master): flags for datastore and budget."""
+    return _settings(
+        args,
+        datastore=args.datastore,
+        trials=args.trials,
+        max_epochs=args.max_epochs,
+        home=args.home,
+    )
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from videoanom.data.demo import write_demo_datastore
 
@@ -46,13 +57,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ml_service.pipelines.run_location import run_location
 
-    settings = _settings(
-        args,
-        datastore=args.datastore,
-        trials=args.trials,
-        max_epochs=args.max_epochs,
-        home=args.home,
-    )
+    settings = _training_settings(args)
     result = run_location(settings, args.location, args.init_from, args.freeze_layers)
     m = result.metrics
     verdict = "beats" if m["beats_copy_last"] else "does NOT beat"
@@ -100,13 +105,7 @@ def cmd_master(args: argparse.Namespace) -> int:
 
     from ml_service.master.master import Master, MasterConfig
 
-    settings = _settings(
-        args,
-        datastore=args.datastore,
-        trials=args.trials,
-        max_epochs=args.max_epochs,
-        home=args.home,
-    )
+    settings = _training_settings(args)
     config = MasterConfig(
         quiet_seconds=args.quiet_seconds,
         max_retries=args.max_retries,
