@@ -3,7 +3,6 @@ SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-VIDEOANOM := $(VENV)/bin/videoanom
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 DATASTORE ?= data/datastore

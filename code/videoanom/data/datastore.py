@@ -19,8 +19,6 @@ from videoanom.names import InvalidLocationName, validate_location
 
 logger = logging.getLogger(__name__)
 
-LOCAL_DEFAULT = "./data/datastore"
-
 
 class DatastoreError(ValueError):
     """A datastore URI or location that cannot be read."""

@@ -14,7 +14,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_auc_score, roc_curve
 
@@ -110,13 +109,3 @@ def _timeline(path: Path, location: str, scores: pd.DataFrame, threshold: float)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path)
-
-
-def headline(report: dict) -> dict[str, float]:
-    """The few numbers a table shows: AUC of the reported score, unsupervised, baseline."""
-    result = {}
-    for key in ("auc", "unsupervised_auc", "baseline_auc"):
-        value = report.get("summary", {}).get(key)
-        if isinstance(value, (int, float)) and np.isfinite(value):
-            result[key] = float(value)
-    return result
