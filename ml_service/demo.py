@@ -1,7 +1,9 @@
-"""``make demo``: demo data if absent, then the training pipeline for every location.
+"""``make demo``: demo data if absent, then ``videoanom master --once`` over it.
 
-One location failing never stops the others; the run ends with one table of every
-location and exits non-zero if any failed.
+The locations are trained the way they are in production: by one poll of the master
+(``videoanom master --once``), which finds the untrained locations and runs their
+pipelines, the second warm-started from the first. One location failing never stops the
+others; the run ends with one table of every location and exits non-zero if any failed.
 """
 
 from __future__ import annotations
@@ -12,11 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from ml_service.pipelines.local_runner import StepFailed
-from ml_service.pipelines.run_location import run_location
 from ml_service.state import read_states
 from ml_service.status import location_rows, render_table
 from ml_service.util.env_variables import Settings
+from videoanom import cli
 
 logger = logging.getLogger("videoanom.demo")
 
@@ -45,28 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("using existing data in %s", args.datastore)
 
     base = Settings.load({"datastore": str(args.datastore)}, env_file=args.env_file)
-    settings = Settings.load(
-        {"datastore": str(args.datastore), **_demo_budget(base)}, env_file=args.env_file
-    )
-    from videoanom.data.datastore import open_datastore
-
-    failures = []
+    budget = _demo_budget(base)
+    # The demo data is written in full before the master looks, so no quiet period.
+    command = ["master", "--once", "--datastore", str(args.datastore), "--quiet-seconds", "0"]
+    command += [f"--{key.replace('_', '-')}={value}" for key, value in budget.items()]
+    command += ["--env-file", args.env_file]
+    print(f"$ videoanom {' '.join(command)}", flush=True)
     started = time.monotonic()
-    for location in open_datastore(settings.datastore).list_locations():
-        try:
-            result = run_location(settings, location)
-            logger.info("%s: registered %s", location, result.model_uri)
-        except (StepFailed, ValueError) as error:
-            logger.error("%s failed: %s", location, error)
-            failures.append(location)
+    code = cli.main(command)
+
+    settings = Settings.load({"datastore": str(args.datastore), **budget}, env_file=args.env_file)
     print()
-    print(render_table(location_rows(settings)))
+    print(render_table(location_rows(settings, quiet_seconds=0)))
     for state in read_states(settings.home):
         for name, path in sorted(state.get("report", {}).items()):
             print(f"{state['location']:>16} {name:<9} {path}")
     print(f"\n{time.monotonic() - started:.0f} s; tracking: {settings.tracking_uri}")
-    if failures:
-        print(f"failed: {', '.join(failures)}", file=sys.stderr)
+    failed = [s["location"] for s in read_states(settings.home) if s.get("state") != "succeeded"]
+    if code or failed:
+        print(f"failed: {', '.join(failed) or 'see the log above'}", file=sys.stderr)
         return 1
     return 0
 

@@ -7,6 +7,7 @@ Commands are thin: parse, load settings once, call the library. Heavy imports
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -133,10 +134,14 @@ def cmd_master(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ml_service.status import location_rows, render_table
+    from ml_service.status import location_rows, location_status, render_table
 
     settings = _settings(args, datastore=args.datastore, home=args.home)
-    print(render_table(location_rows(settings)))
+    if args.json:
+        records = location_status(settings, args.quiet_seconds)
+        print(json.dumps(records, indent=2, default=str))
+    else:
+        print(render_table(location_rows(settings, args.quiet_seconds)))
     return 0
 
 
@@ -213,6 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="one row per location: state, models, metrics")
     status.add_argument("--datastore", default=None, help="folder or azureblob:// URI")
+    status.add_argument("--json", action="store_true", help="full records as JSON, for scripts")
+    status.add_argument(
+        "--quiet-seconds", type=float, default=300.0, help="as given to the master (readiness)"
+    )
     _add_common(status)
     status.set_defaults(func=cmd_status)
     return parser

@@ -18,6 +18,7 @@ from videoanom.names import normalise_location
 logger = logging.getLogger(__name__)
 
 ARTIFACT_ROOT_ENV = "VIDEOANOM_ARTIFACT_ROOT"
+PIPELINE_ID_ENV = "VIDEOANOM_PIPELINE_ID"
 
 
 def experiment_name(location: str) -> str:
@@ -44,6 +45,15 @@ def use_location_experiment(location: str) -> str:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
+
+
+def pipeline_tags() -> dict[str, str]:
+    """``{"pipeline_id": ...}`` when a pipeline runner started this step, else empty.
+
+    Lets a run or model version be traced back to the pipeline run that made it.
+    """
+    value = os.environ.get(PIPELINE_ID_ENV)
+    return {"pipeline_id": value} if value else {}
 
 
 def git_commit(default: str = "unknown") -> str:

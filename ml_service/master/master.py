@@ -10,7 +10,6 @@ stops the others. The datastore is only ever read.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -22,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from ml_service.master.claims import LocalClaims
-from ml_service.master.readiness import check_ready
+from ml_service.master.readiness import DEFAULT_QUIET_SECONDS, check_ready, load_seen, save_seen
+from ml_service.model_index import latest_versions
 from ml_service.pipelines.local_runner import StepFailed
 from ml_service.pipelines.run_location import listing_salt, run_location
 from ml_service.state import read_state, read_states
 from ml_service.util.env_variables import Settings
 from videoanom.data.datastore import Datastore, open_datastore
+from videoanom.names import classifier_model_name, prednet_model_name
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ RunLocation = Callable[..., Any]
 class MasterConfig:
     """How eagerly the master starts pipelines and how it treats failures."""
 
-    quiet_seconds: float = 300.0
+    quiet_seconds: float = DEFAULT_QUIET_SECONDS
     max_retries: int = 3
     backoff_seconds: float = 600.0
     workers: int = 1
@@ -51,9 +52,12 @@ class Decision:
     """What one poll decided for one location, and why (shown to the user)."""
 
     location: str
-    action: str  # "train", "skip"
+    action: str  # "train", "skip", "refuse" (an unsafe name, never used in a path)
     reason: str
     outcome: str = ""
+    # The location's record when the decision was made: a different one under the claim
+    # means another master ran the pipeline in between.
+    record_seen: str = ""
 
 
 class Master:
@@ -76,16 +80,19 @@ class Master:
             settings.datastore, cache_dir=home / "cache" / "blob"
         )
         self.claims = LocalClaims(home / "claims")
-        self.seen_path = home / "master" / "seen.json"
+        self._registered: dict[str, int] | None = None
 
     def poll_once(self) -> list[Decision]:
         """Decide for every location, train the chosen ones, return every decision."""
         now = self.clock()
-        seen = self._load_seen()
+        seen = load_seen(self.settings.home)
+        self._registered: dict[str, int] | None = None
         decisions = [
             self._decide(location, now, seen) for location in self.datastore.list_locations()
         ]
-        self._save_seen(seen)
+        save_seen(self.settings.home, seen)
+        for name, why in sorted(getattr(self.datastore, "refused", {}).items()):
+            decisions.append(Decision(repr(name), "refuse", why))
         chosen = [d for d in decisions if d.action == "train"]
         for decision in decisions:
             if decision.action == "skip":
@@ -111,6 +118,8 @@ class Master:
                 return Decision(location, "skip", "already trained")
             if listing_salt(self.datastore, location) == state.get("listing"):
                 return Decision(location, "skip", "trained on the current data")
+        elif not status and self._has_models(location):
+            return Decision(location, "skip", "models already registered (trained elsewhere)")
         if status == "failed":
             attempts = int(state.get("attempts", 1))
             if attempts >= self.config.max_retries:
@@ -130,7 +139,7 @@ class Master:
             return Decision(
                 location, "skip", f"claimed by pid {holder.get('pid')} on {holder.get('host')}"
             )
-        return Decision(location, "train", readiness.reason)
+        return Decision(location, "train", readiness.reason, record_seen=_record_id(state))
 
     def _train(self, decision: Decision) -> str:
         location = decision.location
@@ -138,6 +147,9 @@ class Master:
         if claim is None:
             return "skipped: claimed by another master"
         with claim:
+            done_meanwhile = self._done_meanwhile(decision)
+            if done_meanwhile:
+                return f"skipped: {done_meanwhile}"
             init_from = self.transfer_source(location) if self.config.transfer else ""
             try:
                 logger.info("%s: training%s", location, f" from {init_from}" if init_from else "")
@@ -145,7 +157,24 @@ class Master:
             except (StepFailed, ValueError) as error:
                 logger.error("%s failed: %s", location, error)
                 return f"failed: {error}"
+            except Exception as error:  # a bug: logged in full, the other locations go on
+                logger.exception("%s failed unexpectedly", location)
+                return f"failed: {type(error).__name__}: {error}"
         return f"succeeded: {getattr(result, 'classifier_uri', '')}".rstrip(": ")
+
+    def _done_meanwhile(self, decision: Decision) -> str:
+        """Why the location no longer needs this run (checked under its claim), or ""."""
+        state = read_state(self.settings.home, decision.location)
+        if _record_id(state) != decision.record_seen and state.get("state") in (
+            "succeeded",
+            "failed",
+        ):
+            return f"{state['state']} meanwhile in pipeline {state.get('pipeline_id')}"
+        if not state:
+            self._registered = latest_versions(self.settings.tracking_uri)
+            if self._has_models(decision.location):
+                return "models registered meanwhile by another master"
+        return ""
 
     def transfer_source(self, location: str) -> str:
         """The PredNet of the trained location whose model beats copy-last by the most."""
@@ -161,18 +190,22 @@ class Master:
                 best, best_ratio = state["prednet"], ratio
         return best
 
-    # ------------------------------------------------------------------ persistence
-    def _load_seen(self) -> dict[str, Any]:
-        try:
-            return json.loads(self.seen_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return {}
+    def _has_models(self, location: str) -> bool:
+        """Both models registered: trained by another master or before local records existed.
 
-    def _save_seen(self, seen: dict[str, Any]) -> None:
-        self.seen_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.seen_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(seen, indent=2))
-        tmp.replace(self.seen_path)
+        The registry is read once per poll, and only when some location has no record.
+        """
+        if self._registered is None:
+            self._registered = latest_versions(self.settings.tracking_uri)
+        return all(
+            name in self._registered
+            for name in (prednet_model_name(location), classifier_model_name(location))
+        )
+
+
+def _record_id(state: dict[str, Any]) -> str:
+    """What identifies one version of a location's record."""
+    return f"{state.get('pipeline_id', '')}@{state.get('updated', '')}@{state.get('state', '')}"
 
 
 def _timestamp(state: dict[str, Any]) -> float:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from videoanom.data.datastore import FileInfo
@@ -21,6 +23,7 @@ from videoanom.data.layout import discover_layout
 logger = logging.getLogger(__name__)
 
 READY_MARKER = "_READY"
+DEFAULT_QUIET_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,26 @@ def _valid_last_seen(last_seen: dict[str, Any] | None) -> bool:
         and isinstance(last_seen.get("signature"), str)
         and isinstance(last_seen.get("since"), int | float)
     )
+
+
+def seen_path(home: Path) -> Path:
+    """Where the master keeps each location's last listing signature between polls."""
+    return Path(home) / "master" / "seen.json"
+
+
+def load_seen(home: Path) -> dict[str, Any]:
+    """The stored ``last_seen`` per location; empty if none or unreadable."""
+    try:
+        seen = json.loads(seen_path(home).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return seen if isinstance(seen, dict) else {}
+
+
+def save_seen(home: Path, seen: dict[str, Any]) -> None:
+    """Write ``seen`` atomically (temporary file, then rename)."""
+    path = seen_path(home)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(seen, indent=2))
+    tmp.replace(path)

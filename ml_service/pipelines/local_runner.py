@@ -18,10 +18,12 @@ import subprocess
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ml_service.pipelines.definition import CODE_DIR, Pipeline, Step
+from videoanom.steps.common import DIE_WITH_PARENT_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +63,11 @@ def code_hash(code_dir: Path = CODE_DIR) -> str:
     return digest.hexdigest()[:16]
 
 
+# Called as on_step(step, event, seconds) with event one of "running", "reused",
+# "succeeded", "failed": lets the caller keep a per-step pipeline record up to date.
+StepListener = Callable[[str, str, float], None]
+
+
 class LocalRunner:
     """Sequential executor of a :class:`Pipeline` with output reuse."""
 
@@ -83,12 +90,15 @@ class LocalRunner:
         params: dict[str, object],
         group: str,
         salts: dict[str, str] | None = None,
+        on_step: StepListener | None = None,
     ) -> PipelineRun:
         """Run every step of ``pipeline``; ``group`` names the output folder (a location).
 
         ``salts`` adds step-specific facts to the reuse key, such as the listing of the
         datastore files data_prep reads, so changed data is never served from cache.
+        ``on_step`` hears each step start, finish, reuse or failure.
         """
+        notify = on_step or (lambda step, event, seconds: None)
         params = {**pipeline.defaults, **params}
         missing = sorted(pipeline.parameters() - set(params))
         if missing:
@@ -115,9 +125,16 @@ class LocalRunner:
                     step.name,
                     out_dir,
                 )
+                notify(step.name, "reused", 0.0)
             else:
                 logger.info("[%d/%d] %s: running", index, len(ordered), step.name)
-                self._execute(step, params, run.outputs, out_dir)
+                notify(step.name, "running", 0.0)
+                try:
+                    self._execute(step, params, run.outputs, out_dir)
+                except StepFailed:
+                    notify(step.name, "failed", time.monotonic() - started)
+                    raise
+                notify(step.name, "succeeded", time.monotonic() - started)
             for name in step.outputs:
                 run.outputs[name] = out_dir / name
                 keys[name] = key
@@ -163,7 +180,7 @@ class LocalRunner:
 
     def _stream(self, command: list[str], log_path: Path) -> tuple[int, list[str]]:
         """Run ``command``, copying its output to our stderr and to ``log_path``."""
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1", DIE_WITH_PARENT_ENV: "1"}
         tail: deque[str] = deque(maxlen=50)
         with (
             open(log_path, "w") as log,

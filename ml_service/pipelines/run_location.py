@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,49 @@ class LocationResult:
     report_dir: Path
     metrics: dict[str, Any]
     run: PipelineRun
+    pipeline_id: str
+
+
+def new_pipeline_id(location: str) -> str:
+    """A readable, unique id for one pipeline run: ``<slug>-<UTC time>-<random>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{normalise_location(location)}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+class PipelineRecord:
+    """The location's state record for one pipeline run, rewritten on every step event.
+
+    It holds the pipeline id, its parameters, who runs it (host and pid, so ``status`` can
+    tell a killed run from a live one) and each step's state: pending, running, reused,
+    succeeded or failed, with its seconds.
+    """
+
+    def __init__(self, home: Path, location: str, steps: list[str], **fields: Any) -> None:
+        self.home, self.location = home, location
+        self.fields: dict[str, Any] = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **fields,
+            "steps": {name: {"state": "pending"} for name in steps},
+        }
+        self.state = "running"
+        self.write()
+
+    def on_step(self, step: str, event: str, seconds: float) -> None:
+        entry = {"state": event}
+        if event != "running":
+            entry["seconds"] = round(seconds, 1)
+        self.fields["steps"][step] = entry
+        self.write()
+
+    def finish(self, state: str, **fields: Any) -> None:
+        self.state = state
+        self.fields.update(fields)
+        self.write()
+
+    def write(self) -> None:
+        write_state(self.home, self.location, self.state, **self.fields)
 
 
 def listing_salt(datastore: Datastore, location: str) -> str:
@@ -69,28 +116,45 @@ def run_location(
     env = settings.step_environment()
     if git_commit:
         env["GIT_COMMIT"] = git_commit
+    pipeline = training_pipeline()
+    pipeline_id = new_pipeline_id(location)
+    env["VIDEOANOM_PIPELINE_ID"] = pipeline_id
     runner = LocalRunner(settings.home, env)
     attempts = int(read_state(settings.home, location).get("attempts", 0))
     listing = listing_salt(datastore, location)
-    write_state(settings.home, location, "running", params=params, attempts=attempts)
+    record = PipelineRecord(
+        settings.home,
+        location,
+        [step.name for step in pipeline.ordered()],
+        pipeline_id=pipeline_id,
+        params=params,
+        attempts=attempts,
+        listing=listing,
+        init_from=init_from or None,
+    )
+    logger.info("%s: pipeline %s", location, pipeline_id)
     try:
         run = runner.run(
-            training_pipeline(),
+            pipeline,
             params,
             group=normalise_location(location),
             salts={"data_prep": listing},
+            on_step=record.on_step,
         )
     except StepFailed as error:
-        write_state(
-            settings.home,
-            location,
+        record.finish(
             "failed",
             step=error.step,
             reason=error.reason,
             log=str(error.log),
             attempts=attempts + 1,
-            listing=listing,
         )
+        raise
+    except Exception as error:  # our own bug or I/O trouble: still one location only
+        record.finish("failed", reason=f"{type(error).__name__}: {error}", attempts=attempts + 1)
+        raise
+    except BaseException:  # Ctrl-C or SIGTERM: finished steps are kept for the next run
+        record.finish("interrupted")
         raise
     registered = _read(run, "registered_prednet", "model.json")
     trained = _read(run, "trained_model", "train_result.json")
@@ -100,20 +164,15 @@ def run_location(
     metrics.update(classifier["metrics"])
     model_path = run.outputs["trained_model"] / "prednet.keras"
     report_dir = run.outputs["classifier"] / "report"
-    write_state(
-        settings.home,
-        location,
+    record.finish(
         "succeeded",
         attempts=0,
-        listing=listing,
-        init_from=init_from or None,
         prednet=registered["uri"],
         classifier=registered_classifier["uri"],
         scorer=classifier["chosen"],
         model_path=str(model_path),
         report={k: str(run.outputs["classifier"] / v) for k, v in classifier["report"].items()},
         metrics=metrics,
-        steps={s.name: {"reused": s.reused, "seconds": round(s.seconds, 1)} for s in run.steps},
     )
     return LocationResult(
         location,
@@ -124,6 +183,7 @@ def run_location(
         report_dir,
         metrics,
         run,
+        pipeline_id,
     )
 
 

@@ -144,6 +144,7 @@ class AzureBlobDatastore(Datastore):
             ) from None
         self._container: ContainerClient = service.get_container_client(self.container_name)
         self._etags: dict[str, str] = {}
+        self.refused: dict[str, str] = {}
 
     def __repr__(self) -> str:
         return f"AzureBlobDatastore({self.uri!r}, cache_dir={str(self.cache_dir)!r})"
@@ -151,7 +152,7 @@ class AzureBlobDatastore(Datastore):
     # -- listing --------------------------------------------------------------------------
 
     def list_locations(self) -> list[str]:
-        names = []
+        names, refused = [], {}
         with self._errors("list the locations of"):
             for item in self._container.walk_blobs(name_starts_with=self._base, delimiter="/"):
                 if not item.name.endswith("/"):
@@ -163,6 +164,8 @@ class AzureBlobDatastore(Datastore):
                     names.append(validate_location(name))
                 except InvalidLocationName as error:
                     logger.warning("%s: skipping blob folder %r: %s", self.uri, name, error)
+                    refused[name] = str(error)
+        self.refused = refused
         return sorted(names)
 
     def list_files(self, location: str) -> list[FileInfo]:

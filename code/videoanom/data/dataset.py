@@ -67,11 +67,18 @@ class PreparedWriter:
                 chunks=(16, *frame_shape),
             )
             for name, dtype in (("clip", np.int32), ("frame", np.int32), ("label", np.int8)):
-                group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,))
+                group.create_dataset(
+                    name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(1024,)
+                )
             self._clips[split] = []
 
     def add_clip(
-        self, split: str, name: str, frames: np.ndarray, frame_numbers: np.ndarray, labels: np.ndarray
+        self,
+        split: str,
+        name: str,
+        frames: np.ndarray,
+        frame_numbers: np.ndarray,
+        labels: np.ndarray,
     ) -> None:
         group = self._file[split]
         index = len(self._clips[split])

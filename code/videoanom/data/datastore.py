@@ -37,10 +37,13 @@ class Datastore(ABC):
     """Read-only access to a datastore of locations."""
 
     uri: str
+    # Unsafe top-level names seen by the last list_locations(), with the reason, so the
+    # master can report them; they are never used in a path or a model name.
+    refused: dict[str, str]
 
     @abstractmethod
     def list_locations(self) -> list[str]:
-        """Top-level folder names; each is one location (unsafe names are skipped)."""
+        """Top-level folder names; each is one location (unsafe names go to ``refused``)."""
 
     @abstractmethod
     def list_files(self, location: str) -> list[FileInfo]:
@@ -65,11 +68,12 @@ class LocalDatastore(Datastore):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).expanduser().resolve()
         self.uri = str(self.root)
+        self.refused = {}
 
     def list_locations(self) -> list[str]:
         if not self.root.is_dir():
             raise DatastoreError(f"datastore folder {self.root} does not exist")
-        names = []
+        names, self.refused = [], {}
         for entry in sorted(self.root.iterdir()):
             if not entry.is_dir() or entry.name.startswith((".", "_")):
                 continue
@@ -77,6 +81,7 @@ class LocalDatastore(Datastore):
                 names.append(validate_location(entry.name))
             except InvalidLocationName as error:
                 logger.warning("ignoring folder %r in %s: %s", entry.name, self.root, error)
+                self.refused[entry.name] = str(error)
         return names
 
     def _location_dir(self, location: str) -> Path:

@@ -57,9 +57,7 @@ def read_video(path: Path) -> Iterator[np.ndarray]:
         capture.release()
 
 
-def _check_shape(
-    image: np.ndarray, first: tuple[int, ...] | None, where: str
-) -> tuple[int, ...]:
+def _check_shape(image: np.ndarray, first: tuple[int, ...] | None, where: str) -> tuple[int, ...]:
     if first is not None and image.shape != first:
         raise ClipReadError(
             f"{where} is {image.shape[1]}x{image.shape[0]} but earlier frames are "

@@ -40,9 +40,8 @@ def parse_labels_csv(text: str, source: str = "labels.csv") -> dict[str, ClipLab
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
-        raise LabelFileError(
-            f"{source}: header must contain {','.join(REQUIRED_COLUMNS)}; missing {','.join(missing)}"
-        )
+        required, absent = ",".join(REQUIRED_COLUMNS), ",".join(missing)
+        raise LabelFileError(f"{source}: header must contain {required}; missing {absent}")
     reader.fieldnames = header
     labels: dict[str, ClipLabels] = {}
     for line_no, row in enumerate(reader, start=2):
@@ -52,7 +51,9 @@ def parse_labels_csv(text: str, source: str = "labels.csv") -> dict[str, ClipLab
         start = _parse_frame(row.get("start_frame"), source, line_no, "start_frame")
         end = _parse_frame(row.get("end_frame"), source, line_no, "end_frame")
         if end < start:
-            raise LabelFileError(f"{source}:{line_no}: end_frame {end} is before start_frame {start}")
+            raise LabelFileError(
+                f"{source}:{line_no}: end_frame {end} is before start_frame {start}"
+            )
         entry = labels.setdefault(clip, ClipLabels())
         entry.intervals.append((start, end))
         kind = (row.get("kind") or "").strip()
@@ -69,7 +70,9 @@ def _parse_frame(value: str | None, source: str, line_no: int, column: str) -> i
             f"{source}:{line_no}: {column} {value!r} is not a whole number"
         ) from None
     if frame < 1:
-        raise LabelFileError(f"{source}:{line_no}: {column} {frame} must be >= 1 (frames are 1-based)")
+        raise LabelFileError(
+            f"{source}:{line_no}: {column} {frame} must be >= 1 (frames are 1-based)"
+        )
     return frame
 
 

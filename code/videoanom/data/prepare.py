@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from videoanom.data.datastore import Datastore
 from videoanom.data.dataset import UNKNOWN_LABEL, PreparedWriter
+from videoanom.data.datastore import Datastore
 from videoanom.data.frames import ClipReadError, read_frame_files, read_video, to_model_input
 from videoanom.data.labels import ClipLabels, LabelFileError, parse_labels_csv, parse_ucsd_m
 from videoanom.data.layout import Clip, LocationLayout, discover_layout
@@ -104,8 +104,12 @@ def prepare_location(
         train_part, val_part = split_train_val(train_clips, config.val_fraction, config.seed)
         for split, part in (("train", train_part), ("val", val_part)):
             for name, frames, numbers in part:
-                _add(writer, manifest, split, name, frames, numbers, np.zeros(len(numbers), np.int8))
-        for name, frames, numbers in _read_clips(datastore, location, layout.test, config, manifest):
+                _add(
+                    writer, manifest, split, name, frames, numbers, np.zeros(len(numbers), np.int8)
+                )
+        for name, frames, numbers in _read_clips(
+            datastore, location, layout.test, config, manifest
+        ):
             clip_labels = _labels_for(name, len(numbers), labels)
             _add(writer, manifest, "test", name, frames, numbers, clip_labels)
             entry = (labels or {}).get(name)
@@ -155,7 +159,9 @@ def split_train_val(
     if len(clips) == 1:
         name, frames, numbers = clips[0]
         cut = len(numbers) - max(1, round(len(numbers) * val_fraction))
-        logger.warning("only one train clip (%s): validating on its last %d frames", name, len(numbers) - cut)
+        logger.warning(
+            "only one train clip (%s): validating on its last %d frames", name, len(numbers) - cut
+        )
         return [(name, frames[:cut], numbers[:cut])], [(f"{name}@val", frames[cut:], numbers[cut:])]
     n_val = min(len(clips) - 1, max(1, round(len(clips) * val_fraction)))
     chosen = set(random.Random(seed).sample(range(len(clips)), n_val))
@@ -177,9 +183,16 @@ def _read_clips(
         try:
             frames = _decode(datastore, location, clip, config)
         except ClipReadError as error:
-            logger.warning("skipping %s clip %s (%s): %s", clip.split, clip.name, clip.source, error)
+            logger.warning(
+                "skipping %s clip %s (%s): %s", clip.split, clip.name, clip.source, error
+            )
             manifest.skipped.append(
-                {"split": clip.split, "clip": clip.name, "source": clip.source, "reason": str(error)}
+                {
+                    "split": clip.split,
+                    "clip": clip.name,
+                    "source": clip.source,
+                    "reason": str(error),
+                }
             )
             continue
         numbers = np.arange(1, len(frames) + 1, dtype=np.int32)
@@ -194,7 +207,9 @@ def _decode(datastore: Datastore, location: str, clip: Clip, config: PrepConfig)
         raw = read_frame_files([datastore.local_path(location, f) for f in clip.files])
     frames = [to_model_input(f, config.height, config.width, config.channels) for f in raw]
     if len(frames) < config.min_clip_frames:
-        raise ClipReadError(f"only {len(frames)} frame(s); at least {config.min_clip_frames} needed")
+        raise ClipReadError(
+            f"only {len(frames)} frame(s); at least {config.min_clip_frames} needed"
+        )
     return np.stack(frames)
 
 
@@ -204,12 +219,26 @@ def _read_labels(
     """Labels per test clip name from labels.csv (preferred) or UCSD's .m file."""
     if layout.labels_csv:
         if layout.ucsd_m:
-            logger.warning("both %s and %s found: using labels.csv", layout.labels_csv, layout.ucsd_m[0])
+            logger.warning(
+                "both %s and %s found: using labels.csv", layout.labels_csv, layout.ucsd_m[0]
+            )
         path = datastore.local_path(location, layout.labels_csv)
-        labels = parse_labels_csv(path.read_text(encoding="utf-8-sig"), source=f"{location}/{layout.labels_csv}")
+        source = f"{location}/{layout.labels_csv}"
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise LabelFileError(
+                f"{source}: not UTF-8 text ({error.reason} at byte {error.start})"
+            ) from None
+        labels = parse_labels_csv(text, source=source)
         names = {c.name for c in layout.test}
         for unknown in sorted(set(labels) - names):
-            logger.warning("%s/%s names clip %r, which is not a test clip", location, layout.labels_csv, unknown)
+            logger.warning(
+                "%s/%s names clip %r, which is not a test clip",
+                location,
+                layout.labels_csv,
+                unknown,
+            )
         return labels, layout.labels_csv
     if layout.ucsd_m:
         if len(layout.ucsd_m) > 1:
@@ -220,7 +249,10 @@ def _read_labels(
         if len(entries) != len(layout.test):
             logger.warning(
                 "%s/%s has %d entries for %d test clips: clips without an entry are unlabelled",
-                location, source, len(entries), len(layout.test),
+                location,
+                source,
+                len(entries),
+                len(layout.test),
             )
         return {clip.name: entry for clip, entry in zip(layout.test, entries, strict=False)}, source
     return None, None
@@ -232,9 +264,11 @@ def _labels_for(name: str, n_frames: int, labels: dict[str, ClipLabels] | None) 
     entry = labels.get(name)
     if entry is None:
         return np.zeros(n_frames, np.int8)
-    for start, end in entry.intervals:
+    for _start, end in entry.intervals:
         if end > n_frames:
-            logger.warning("labels for clip %s go to frame %d but it has %d frames", name, end, n_frames)
+            logger.warning(
+                "labels for clip %s go to frame %d but it has %d frames", name, end, n_frames
+            )
     return np.asarray(entry.frame_mask(n_frames), np.int8)
 
 
@@ -249,7 +283,7 @@ def _add(
 ) -> None:
     writer.add_clip(split, name, frames, numbers, labels)
     manifest.clips.setdefault(split, []).append(
-        {"clip": name, "frames": int(len(numbers)), "anomalous_frames": int((labels == 1).sum())}
+        {"clip": name, "frames": len(numbers), "anomalous_frames": int((labels == 1).sum())}
     )
 
 

@@ -12,6 +12,10 @@ from pathlib import Path
 logger = logging.getLogger("videoanom")
 
 USER_ERROR_EXIT = 2
+# Set by the local runner: a step must not outlive the runner that started it, or a killed
+# pipeline would leave an orphan step racing the resumed one for the same outputs.
+DIE_WITH_PARENT_ENV = "VIDEOANOM_DIE_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -29,12 +33,32 @@ def run_step(main: Callable[[list[str] | None], None], argv: list[str] | None = 
     a traceback. Anything else is a bug and keeps its traceback.
     """
     configure_logging()
+    if os.environ.get(DIE_WITH_PARENT_ENV) == "1":
+        die_with_parent()
     try:
         main(argv)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR_EXIT
     return 0
+
+
+def die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        logger.debug("prctl is not available; this step may outlive its runner")
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def write_json(path: Path, payload: dict) -> None:

@@ -14,7 +14,7 @@ from videoanom.data.prepare import load_manifest
 from videoanom.names import classifier_model_name
 from videoanom.registry import register_version
 from videoanom.steps.common import read_json, write_json
-from videoanom.tracking import git_commit
+from videoanom.tracking import git_commit, pipeline_tags
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         "prednet_version": result["prednet_version"],
         "has_labels": str(result["has_labels"]).lower(),
         **{k: v for k, v in result["metrics"].items()},
+        **pipeline_tags(),
     }
     version = register_version(
         name,

@@ -16,7 +16,7 @@ from videoanom.names import prednet_model_name
 from videoanom.registry import register_version
 from videoanom.steps.common import write_json
 from videoanom.steps.train import read_result
-from videoanom.tracking import git_commit
+from videoanom.tracking import git_commit, pipeline_tags
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "nt": result["nt"],
         "frame_shape": "x".join(str(v) for v in result["frame_shape"]),
         **{f"param.{k}": v for k, v in result["params"].items()},
+        **pipeline_tags(),
     }
     version = register_version(
         name,

@@ -18,7 +18,7 @@ from videoanom.data.dataset import load_split
 from videoanom.data.prepare import DATA_FILE, load_manifest
 from videoanom.registry import PREDNET_FILE, PREDNET_META, load_prednet
 from videoanom.steps.common import write_json
-from videoanom.tracking import use_location_experiment
+from videoanom.tracking import pipeline_tags, use_location_experiment
 from videoanom.training.search import run_search
 from videoanom.training.search_space import parse_int_list
 from videoanom.training.trainer import TrainConfig
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                 "location": manifest.location,
                 "step": "train",
                 "data_fingerprint": manifest.fingerprint,
+                **pipeline_tags(),
             }
         )
         mlflow.log_params(

@@ -23,7 +23,7 @@ from videoanom.scoring.detector import Detector
 from videoanom.scoring.features import FeatureSet
 from videoanom.scoring.report import write_report
 from videoanom.steps.common import read_json, write_json
-from videoanom.tracking import use_location_experiment
+from videoanom.tracking import pipeline_tags, use_location_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
                 "step": "train_classifier",
                 "chosen": detector.chosen,
                 "prednet": scoring["prednet"],
+                **pipeline_tags(),
             }
         )
         mlflow.log_metrics({**summary, "threshold": float(detector.threshold)})
