@@ -47,9 +47,10 @@ test: setup-test lint  ## lint, then every test (slow ones included)
 test-fast: setup-test  ## the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow"
 
-bench: setup  ## PredNet and end-to-end scoring throughput -> docs/benchmarks.md (~5 min)
+bench: setup-test  ## PredNet, scoring throughput, master poll time and latency -> docs/benchmarks.md (~15 min)
 	$(PY) bench/bench_prednet.py --output docs/benchmarks.md
 	$(PY) bench/bench_scoring.py --output docs/benchmarks.md
+	$(PY) bench/bench_master.py --output docs/benchmarks.md
 
 bench-detection: setup  ## detection AUCs on unseen demo seeds + UCSD layout -> docs/detection.md (~30 min)
 	$(PY) bench/eval_detection.py --out docs/detection.md

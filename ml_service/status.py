@@ -86,7 +86,29 @@ def location_status(
                 "updated": state.get("updated"),
             }
         )
+    for name, why in sorted(getattr(datastore, "refused", {}).items()):
+        records.append(_refused_record(name, why))
     return records
+
+
+def _refused_record(name: str, why: str) -> dict[str, Any]:
+    """A top-level name the master will never use (it could escape a folder)."""
+    return {
+        "location": name,
+        "in_datastore": True,
+        "ready": False,
+        "ready_reason": "unsafe name",
+        "state": "refused",
+        "pipeline_id": None,
+        "steps": {},
+        "attempts": 0,
+        "models": {"prednet": None, "classifier": None},
+        "scorer": None,
+        "metrics": {},
+        "error": {"step": None, "reason": why, "log": None},
+        "report": {},
+        "updated": None,
+    }
 
 
 def location_rows(
@@ -102,8 +124,9 @@ def _row(record: dict[str, Any]) -> dict[str, str]:
     error_text = f"{error.get('step') or ''}: {error.get('reason', '')}".lstrip(": ")
     if len(error_text) > ERROR_WIDTH:
         error_text = error_text[: ERROR_WIDTH - 3] + "..."
+    name = record["location"]
     return {
-        "location": record["location"],
+        "location": ascii(name) if record["state"] == "refused" else name,
         "ready": "yes" if record["ready"] else f"no ({record['ready_reason']})",
         "state": record["state"],
         "steps": _steps_summary(record["steps"]),
@@ -134,9 +157,9 @@ def _effective_state(state: dict[str, Any]) -> str:
     """The recorded state, except a "running" record whose process on this host is gone."""
     status = state.get("state", "new")
     if status == "running" and state.get("host") == socket.gethostname():
-        from ml_service.master.claims import _pid_alive
+        from ml_service.master.claims import pid_alive
 
-        if not _pid_alive(state.get("pid")):
+        if not pid_alive(state.get("pid")):
             return "interrupted"
     return status
 

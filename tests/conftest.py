@@ -102,79 +102,17 @@ def mixed_location(tmp_path: Path) -> Path:
 
 # --- Azurite (Azure Blob emulator) for the azureblob:// datastore tests ---------------------
 
-AZURITE_BIN = Path(__file__).resolve().parents[1] / "node_modules" / ".bin" / "azurite-blob"
-# Azurite's published development key for devstoreaccount1 (not a secret).
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory):
     """Connection string of a private in-memory Azurite blob service for this test session."""
-    import socket
-    import subprocess
-    import time
+    from azurite_server import AzuriteError, start, stop
 
-    if not AZURITE_BIN.exists():
-        pytest.fail(
-            f"Azurite is not installed ({AZURITE_BIN} is missing): run `make setup` "
-            "(it runs `npm ci`; needs Node.js 20+ and npm)",
-            pytrace=False,
-        )
-    folder = tmp_path_factory.mktemp("azurite")
-    port = _free_port()
-    log_path = folder / "azurite.log"
-    command = [
-        str(AZURITE_BIN),
-        "--blobHost", "127.0.0.1",
-        "--blobPort", str(port),
-        "--inMemoryPersistence",
-        "--skipApiVersionCheck",
-        "--disableTelemetry",
-        "--loose",
-        "--silent",
-    ]  # fmt: skip
-    # No --location: Azurite 3.35 refuses it with --inMemoryPersistence; cwd keeps any
-    # stray file it might write inside the session's temporary folder.
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                state = (
-                    f"exited with status {process.returncode}"
-                    if process.poll() is not None
-                    else "did not answer within 30 s"
-                )
-                output = log_path.read_text(errors="replace")[-3000:]
-                pytest.fail(
-                    f"Azurite ({' '.join(command)}) {state}; its output:\n{output}",
-                    pytrace=False,
-                )
-            time.sleep(0.1)
-        yield (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={AZURITE_KEY};BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
-        )
+        server = start(tmp_path_factory.mktemp("azurite"))
+    except AzuriteError as error:
+        pytest.fail(str(error), pytrace=False)
+    try:
+        yield server.connection_string
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(server)

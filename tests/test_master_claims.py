@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_service.master.claims import Claim, LocalClaims
+from ml_service.master.claims import Claim, LocalClaims, open_claims
 
 RACERS = 8
 
@@ -137,6 +138,93 @@ def test_release_after_takeover_leaves_new_holder(tmp_path: Path) -> None:
     assert new is not None
     old.release()
     assert claims.holder("loc")["owner"] == new.owner
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_heartbeat_interval_defaults() -> None:
+    assert LocalClaims(Path("x")).heartbeat_interval == 60  # 6 h / 10, capped at 60 s
+    assert LocalClaims(Path("x"), stale_after=100).heartbeat_interval == 10
+    assert LocalClaims(Path("x"), heartbeat_interval=2).heartbeat_interval == 2
+    with pytest.raises(ValueError):
+        LocalClaims(Path("x"), heartbeat_interval=0)
+
+
+def test_heartbeat_thread_keeps_a_claim_past_stale_after(tmp_path: Path) -> None:
+    claims = LocalClaims(tmp_path, stale_after=1.0)  # a beat every 0.1 s
+    claim = claims.try_claim("loc")
+    assert claim is not None and claim.keepalive_running
+    time.sleep(2.0)  # twice stale_after
+    assert LocalClaims(tmp_path, stale_after=1.0).try_claim("loc") is None
+    record = claims.holder("loc")
+    assert record["owner"] == claim.owner
+    assert time.time() - record["heartbeat"] < 1.0
+    assert not claim.lost
+    claim.release()
+    assert not claim.keepalive_running
+    assert not claim.path.exists()
+    with LocalClaims(tmp_path, stale_after=1.0).try_claim("loc") as retaken:
+        assert retaken is not None
+
+
+def test_heartbeat_thread_reports_a_takeover_without_raising(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claim = LocalClaims(tmp_path, heartbeat_interval=0.05).try_claim("loc")
+    with caplog.at_level(logging.ERROR):
+        _write_claim(tmp_path, "loc", owner="the-new-holder")  # as if broken and re-taken
+        assert _wait_for(lambda: claim.lost)
+    assert "claim on loc lost" in caplog.text
+    assert "taken over" in claim.lost_reason
+    assert _wait_for(lambda: not claim.keepalive_running)
+    claim.release()
+    assert LocalClaims(tmp_path).holder("loc")["owner"] == "the-new-holder"
+
+
+def test_heartbeat_thread_retries_transient_errors_then_reports_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    claim = LocalClaims(tmp_path, stale_after=0.5, heartbeat_interval=0.05).try_claim("loc")
+    failures = []
+
+    def failing_heartbeat() -> None:
+        failures.append(time.monotonic())
+        raise OSError("disk unavailable")
+
+    claim.heartbeat = failing_heartbeat  # every beat fails, not with ClaimError
+    with caplog.at_level(logging.WARNING):
+        assert _wait_for(lambda: claim.lost)
+    assert len(failures) >= 3, "transient errors were not retried"
+    assert "heartbeat failed (OSError: disk unavailable)" in caplog.text
+    assert "no successful heartbeat" in claim.lost_reason
+    claim.release()
+    assert not claim.path.exists()
+
+
+def test_hand_built_claim_has_no_thread_until_started(tmp_path: Path) -> None:
+    path = _write_claim(tmp_path, "loc", owner="me")
+    claim = Claim("loc", path, owner="me")
+    assert not claim.keepalive_running and not claim.lost
+    claim.start_keepalive(0.05)
+    claim.start_keepalive(0.05)  # idempotent
+    assert claim.keepalive_running
+    assert _wait_for(lambda: json.loads(path.read_text()).get("heartbeat") is not None)
+    with claim:
+        pass
+    assert not claim.keepalive_running and not path.exists()
+
+
+def test_open_claims_local(tmp_path: Path) -> None:
+    claims = open_claims(str(tmp_path / "datastore"), tmp_path / "home")
+    assert isinstance(claims, LocalClaims)
+    assert claims.root == tmp_path / "home" / "claims"
 
 
 _RACER = textwrap.dedent(

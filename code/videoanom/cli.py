@@ -56,10 +56,28 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from ml_service.master.claims import open_claims
     from ml_service.pipelines.run_location import run_location
 
     settings = _training_settings(args)
-    result = run_location(settings, args.location, args.init_from, args.freeze_layers)
+    claims = open_claims(
+        settings.datastore,
+        settings.home,
+        settings.claims_container,
+        lease_duration=settings.claim_lease_seconds,
+    )
+    # The same claim a master takes: a manual run never races a master on one location.
+    claim = claims.try_claim(args.location)
+    if claim is None:
+        holder = claims.holder(args.location) or {}
+        print(
+            f"error: location {args.location!r} is being trained by pid {holder.get('pid')} "
+            f"on {holder.get('host')}; try again when it has finished",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    with claim:
+        result = run_location(settings, args.location, args.init_from, args.freeze_layers)
     m = result.metrics
     verdict = "beats" if m["beats_copy_last"] else "does NOT beat"
     print(f"location:   {result.location}")
@@ -240,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from ml_service.master.claims import ClaimError
     from ml_service.pipelines.local_runner import StepFailed
 
     try:
@@ -247,7 +266,7 @@ def _run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Names
     except StepFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STEP_FAILED
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ClaimError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

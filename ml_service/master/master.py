@@ -20,19 +20,20 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ml_service.master.claims import LocalClaims
+from ml_service.master.claims import ClaimError, open_claims
 from ml_service.master.readiness import DEFAULT_QUIET_SECONDS, check_ready, load_seen, save_seen
 from ml_service.model_index import latest_versions
 from ml_service.pipelines.local_runner import StepFailed
 from ml_service.pipelines.run_location import listing_salt, run_location
 from ml_service.state import read_state, read_states
 from ml_service.util.env_variables import Settings
-from videoanom.data.datastore import Datastore, open_datastore
+from videoanom.data.datastore import Datastore, DatastoreError, open_datastore
 from videoanom.names import classifier_model_name, prednet_model_name
 
 logger = logging.getLogger(__name__)
 
 RunLocation = Callable[..., Any]
+ALREADY_TRAINED = "already trained"
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,12 @@ class Master:
         self.datastore = datastore or open_datastore(
             settings.datastore, cache_dir=home / "cache" / "blob"
         )
-        self.claims = LocalClaims(home / "claims")
+        self.claims = open_claims(
+            settings.datastore,
+            home,
+            settings.claims_container,
+            lease_duration=settings.claim_lease_seconds,
+        )
         self._registered: dict[str, int] | None = None
 
     def poll_once(self) -> list[Decision]:
@@ -96,7 +102,17 @@ class Master:
         chosen = [d for d in decisions if d.action == "train"]
         for decision in decisions:
             if decision.action == "skip":
-                logger.info("%s: %s", decision.location, decision.reason)
+                # Thousands of trained locations would flood the log on every poll.
+                level = logging.DEBUG if decision.reason == ALREADY_TRAINED else logging.INFO
+                logger.log(level, "%s: %s", decision.location, decision.reason)
+        logger.info(
+            "poll of %s: %d locations, %d to train, %d already trained, %d refused",
+            self.datastore.uri,
+            len(decisions),
+            len(chosen),
+            sum(d.reason == ALREADY_TRAINED for d in decisions),
+            sum(d.action == "refuse" for d in decisions),
+        )
         if chosen:
             with ThreadPoolExecutor(max_workers=max(1, self.config.workers)) as pool:
                 for decision, outcome in zip(chosen, pool.map(self._train, chosen), strict=True):
@@ -106,7 +122,11 @@ class Master:
     def watch(self, interval: float, stop: threading.Event) -> None:
         """Poll every ``interval`` seconds until ``stop`` is set (after the current poll)."""
         while not stop.is_set():
-            self.poll_once()
+            try:
+                self.poll_once()
+            except (DatastoreError, ClaimError, OSError) as error:
+                # Storage unreachable for a while: report it and try again next poll.
+                logger.error("poll failed, retrying in %.0f s: %s", interval, error)
             stop.wait(interval)
 
     # ------------------------------------------------------------------ decisions
@@ -115,7 +135,7 @@ class Master:
         status = state.get("state")
         if status == "succeeded":
             if not self.config.retrain_changed:
-                return Decision(location, "skip", "already trained")
+                return Decision(location, "skip", ALREADY_TRAINED)
             if listing_salt(self.datastore, location) == state.get("listing"):
                 return Decision(location, "skip", "trained on the current data")
         elif not status and self._has_models(location):
@@ -160,6 +180,13 @@ class Master:
             except Exception as error:  # a bug: logged in full, the other locations go on
                 logger.exception("%s failed unexpectedly", location)
                 return f"failed: {type(error).__name__}: {error}"
+            if claim.lost:
+                logger.error(
+                    "%s: the claim was lost while training (%s); another master may have "
+                    "trained it too",
+                    location,
+                    claim.lost_reason,
+                )
         return f"succeeded: {getattr(result, 'classifier_uri', '')}".rstrip(": ")
 
     def _done_meanwhile(self, decision: Decision) -> str:

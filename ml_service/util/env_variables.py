@@ -40,6 +40,20 @@ class Settings:
             "VIDEOANOM_DATASTORE", "datastore: a folder or azureblob://container[/prefix]"
         ),
     )
+    claims_container: str = dataclasses.field(
+        default="videoanom-claims",
+        metadata=_env(
+            "VIDEOANOM_CLAIMS_CONTAINER",
+            "blob container for master claims (leases) of an azureblob:// datastore",
+        ),
+    )
+    claim_lease_seconds: int = dataclasses.field(
+        default=60,
+        metadata=_env(
+            "VIDEOANOM_CLAIM_LEASE_SECONDS",
+            "blob lease of a claim, 15-60 s: how soon a dead master's location is free again",
+        ),
+    )
     tracking_uri: str = dataclasses.field(
         default="",
         metadata=_env(
