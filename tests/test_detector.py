@@ -73,6 +73,45 @@ def test_unsupervised_only_without_labels():
     assert det2.chosen == "unsupervised"
 
 
+def _flow_clip(rows: list[tuple[int, int]], frames: int, seed: int) -> np.ndarray:
+    """(frames, 4, 5, 8) direction histograms: noise, plus per frame one cell (row, bin)."""
+    rng = np.random.default_rng(seed)
+    hist = rng.gamma(2.0, 0.005, (frames, *GRID, 8)).astype(np.float32)
+    for t in range(frames):
+        row, direction = rows[t % len(rows)]
+        hist[t, row, t % GRID[1], direction] += 0.5
+    return hist
+
+
+def test_direction_view_accepts_neighbours_directions_only(tmp_path):
+    """Normal video moves right (bin 4) along row 2 only. Moving right in row 1, which normal
+    video never showed moving, borrows row 2's spread and stays quiet; moving down (bin 6)
+    in row 1 does not."""
+    val = synthetic(3, normal_only=True, seed=1)
+    val.cells["flow_dir"] = _flow_clip([(2, 4)], len(val), seed=1)
+    det = Detector.fit(val, None)
+    assert [c[0] for c in det.unsup_components] == [
+        "pred_error@1_max",
+        "err_p99",
+        "flow_dir@1_max",
+    ]
+    test = synthetic(2, normal_only=True, seed=2, frames=20)
+    along = test.subset(np.arange(20))
+    along.cells["flow_dir"] = _flow_clip([(1, 4)], 20, seed=2)
+    across = test.subset(np.arange(20, 40))
+    across.cells["flow_dir"] = _flow_clip([(1, 6)], 20, seed=2)
+    z_along = det._cell_features(along)["flow_dir@1_max"]
+    z_across = det._cell_features(across)["flow_dir@1_max"]
+    assert np.median(z_along) < 2.0 < 10.0 < np.median(z_across)
+    score_along, _ = det.score(along)
+    score_across, _ = det.score(across)
+    assert score_across.min() > score_along.max()
+    # the direction statistics are saved with the rest (npz, no pickle)
+    det.save(tmp_path / "det")
+    loaded = Detector.load(tmp_path / "det")
+    np.testing.assert_array_equal(loaded.score(across)[0], score_across)
+
+
 def test_grouped_cv_does_not_leak_clip_identity():
     """Labels are constant per clip and a feature identifies the clip: a frame-level split
     would look perfect, grouped CV by clip must not."""

@@ -75,6 +75,7 @@ def test_rows_order_and_required_columns(model):
         assert col in fs.table.columns, col
     assert fs.cells["pred_error"].shape == (23, 2, 2)
     assert fs.cells["frame_diff"].shape == (23, 2, 2)
+    assert fs.cells["flow_dir"].shape == (23, 2, 2, feat.FLOW_BINS)
     assert np.isfinite(fs.table[fs.feature_columns].to_numpy()).all()
     # frame 1 has no prediction: it copies frame 2
     cols = fs.feature_columns
@@ -104,6 +105,34 @@ def test_window_boundaries_match_one_long_window(model):
     # depends more on history than a trained one's), no gaps or duplicates
     np.testing.assert_allclose(short.table["err_mean"], long.table["err_mean"], rtol=0.25)
     np.testing.assert_allclose(short.table["frame_diff"], long.table["frame_diff"], rtol=1e-5)
+    # the optical flow needs only the frame before: window boundaries never change it
+    np.testing.assert_allclose(short.cells["flow_dir"], long.cells["flow_dir"], atol=1e-6)
+
+
+@pytest.mark.parametrize(("dy", "dx", "direction"), [(0, 1, 4), (0, -1, 0), (1, 0, 6), (-1, 0, 2)])
+def test_flow_directions_bin_the_motion_of_a_moving_patch(dy, dx, direction):
+    """A textured patch moving 1 px/frame puts its cell's flow mass in the bin of its
+    direction (bin 0 points along -x, bins go counter-clockwise in image coordinates, y down);
+    a still background has (almost) none."""
+    rng = np.random.default_rng(0)
+    canvas = np.full((40, 40), 100.0)
+    patch = rng.uniform(0, 255, (10, 10))
+    frames = []
+    for t in range(4):
+        img = canvas.copy()
+        y, x = 15 + dy * t, 15 + dx * t
+        img[y : y + 10, x : x + 10] = patch
+        frames.append(img)
+    frames = np.stack(frames).astype(np.uint8)[..., None]
+    hist = feat._flow_directions(frames, 8)
+    assert hist.shape == (3, 5, 5, feat.FLOW_BINS)
+    centre = hist[:, 2, 2]  # the cell of pixels 16-23, inside the patch throughout
+    assert (centre.argmax(axis=1) == direction).all()
+    assert (centre[:, direction] > 0.5 * centre.sum(axis=1)).all()
+    assert hist[:, 0, 0].sum() < 0.01 * centre.sum()
+    # colour frames: the same histograms from their luma
+    rgb = np.repeat(frames, 3, axis=-1)
+    np.testing.assert_allclose(feat._flow_directions(rgb, 8), hist, atol=1e-5)
 
 
 def test_generator_is_consumed_lazily(model, monkeypatch):

@@ -94,7 +94,7 @@ class Master:
         seen = load_seen(self.settings.home)
         self._registered: dict[str, int] | None = None
         decisions = [
-            self._decide(location, now, seen) for location in self.datastore.list_locations()
+            self._decide_safely(location, now, seen) for location in self.datastore.list_locations()
         ]
         save_seen(self.settings.home, seen)
         for name, why in sorted(getattr(self.datastore, "refused", {}).items()):
@@ -130,6 +130,14 @@ class Master:
             stop.wait(interval)
 
     # ------------------------------------------------------------------ decisions
+    def _decide_safely(self, location: str, now: float, seen: dict[str, Any]) -> Decision:
+        """:meth:`_decide`, but a location that cannot be read is skipped, not fatal."""
+        try:
+            return self._decide(location, now, seen)
+        except (DatastoreError, ValueError, OSError) as error:
+            logger.warning("%s: cannot decide: %s", location, error)
+            return Decision(location, "skip", f"cannot read: {error}")
+
     def _decide(self, location: str, now: float, seen: dict[str, Any]) -> Decision:
         state = read_state(self.settings.home, location)
         status = state.get("state")

@@ -170,12 +170,13 @@ class AzureBlobDatastore(Datastore):
 
     def list_files(self, location: str) -> list[FileInfo]:
         location_prefix = self._location_prefix(location)
-        files = []
+        files, seen = [], 0
         with self._errors(f"list location {location!r} of"):
             blobs = self._container.list_blobs(
                 name_starts_with=location_prefix, include=["metadata"]
             )
             for blob in blobs:
+                seen += 1
                 if (blob.metadata or {}).get("hdi_isfolder") == "true":
                     continue  # a folder marker (hierarchical namespace accounts)
                 rel = blob.name[len(location_prefix) :]
@@ -186,7 +187,7 @@ class AzureBlobDatastore(Datastore):
                     continue
                 self._etags[blob.name] = blob.etag
                 files.append(FileInfo(rel, int(blob.size or 0), blob.etag))
-        if not files:
+        if not seen:
             raise DatastoreError(f"location {location!r} not found in datastore {self.uri}")
         return sorted(files, key=lambda f: f.path)
 

@@ -4,8 +4,14 @@ The unsupervised score needs only normal video: every 8x8-pixel cell of the pred
 error map (and of 16x16 cells, by pooling) is scaled by that cell's statistics on the
 location's normal validation clips, ``z = (e - median) / (q99 - median + 0.1 * typical
 spread)``, where the floor ``0.1 * typical spread`` (median over cells of ``q99 - median``)
-keeps quiet cells from turning noise into alarms. The frame score is the largest cell
-``z``. The same normalisation of the frame difference is the baseline.
+keeps quiet cells from turning noise into alarms. The unsupervised score is the mean of
+three views, each log-compressed and scaled by its own median and q99 on normal video: the
+largest cell ``z`` of the prediction error, the frame's 99th-percentile pixel error, and a
+motion-direction view: per cell and flow direction (the ``flow_dir`` histograms of
+:mod:`videoanom.scoring.features`) the same ``z``, except that a cell's spread is the largest
+of its 3x3 neighbourhood's for that direction, so a cell where normal video showed no motion
+accepts the directions its neighbours move in, but not others. The same normalisation of the
+frame difference is the baseline.
 
 When a location has labelled test clips the detector also fits classifiers (logistic
 regression and extra trees) on the features and a combination (mean of the calibrated
@@ -48,9 +54,12 @@ SELECTION_MARGIN = 0.01
 SMOOTHING_MARGIN = 0.002
 MAX_FOLDS = 5
 UNSUPERVISED_MAP = "pred_error"
-# local view (largest per-cell normalised error) and global view (99th percentile of the
-# squared pixel error); a missing component (e.g. an older feature table) is skipped
-UNSUPERVISED_COMPONENTS = (f"{UNSUPERVISED_MAP}@1_max", "err_p99")
+FLOW_MAP = "flow_dir"  # per-cell motion-direction histograms (N, gh, gw, bins)
+FLOW_NEIGHBOURHOOD = 3  # a direction's spread in a cell: the largest in its 3x3 neighbourhood
+# local view (largest per-cell normalised error), global view (99th percentile of the
+# squared pixel error) and motion-direction view (largest per-cell, per-direction normalised
+# flow); a missing component (e.g. an older feature table) is skipped
+UNSUPERVISED_COMPONENTS = (f"{UNSUPERVISED_MAP}@1_max", "err_p99", f"{FLOW_MAP}@1_max")
 BASELINE_MAP = "frame_diff"
 CLASSIFIERS = ("logistic", "extra_trees")
 
@@ -156,8 +165,32 @@ class CellStats:
         floor = FLOOR * typical if typical > 0 else 1e-6
         return cls(med.astype(np.float32), (spread + floor + 1e-12).astype(np.float32))
 
+    @classmethod
+    def fit_directions(cls, hist: np.ndarray, size: int = FLOW_NEIGHBOURHOOD) -> CellStats:
+        """Like :meth:`fit` for (N, gh, gw, bins) direction histograms, with each cell's
+        per-direction spread raised to the largest in its ``size`` x ``size`` neighbourhood."""
+        med = np.median(hist, axis=0)
+        spread = _neighbourhood_max(np.quantile(hist, Q_HIGH, axis=0) - med, size)
+        typical = float(np.median(spread))
+        floor = FLOOR * typical if typical > 0 else 1e-6
+        return cls(med.astype(np.float32), (spread + floor + 1e-12).astype(np.float32))
+
     def z(self, cells: np.ndarray) -> np.ndarray:
         return (cells - self.median) / self.scale
+
+
+def _neighbourhood_max(a: np.ndarray, size: int) -> np.ndarray:
+    """Max over a size x size window of the first two axes (edges replicated)."""
+    if size <= 1:
+        return a
+    r = size // 2
+    padded = np.pad(a, [(r, r), (r, r)] + [(0, 0)] * (a.ndim - 2), mode="edge")
+    gh, gw = a.shape[:2]
+    out = a.copy()
+    for dy in range(size):
+        for dx in range(size):
+            np.maximum(out, padded[dy : dy + gh, dx : dx + gw], out=out)
+    return out
 
 
 class Detector:
@@ -188,13 +221,16 @@ class Detector:
                 raise ValueError(f"validation features lack the {name!r} cell map")
             for factor in SCALES:
                 self.cell_stats[f"{name}@{factor}"] = CellStats.fit(_pool(val.cells[name], factor))
+        if FLOW_MAP in val.cells:  # absent from features extracted before the flow view
+            self.cell_stats[f"{FLOW_MAP}@1"] = CellStats.fit_directions(val.cells[FLOW_MAP])
         self.raw_columns = val.feature_columns
         raw = val.table[self.raw_columns].to_numpy(float)
         self.raw_median = np.median(raw, axis=0)
         spread = np.quantile(raw, Q_HIGH, axis=0) - self.raw_median
         self.raw_scale = np.abs(spread) + FLOOR * np.median(np.abs(spread)) + 1e-9
-        # the unsupervised score: mean of a local and a global view of the prediction error,
-        # each log-compressed and scaled by its own median and q99 on normal video
+        # the unsupervised score: mean of a local and a global view of the prediction error
+        # and the motion-direction view, each log-compressed and scaled by its own median and
+        # q99 on normal video
         cell_cols = self._cell_features(val)
         self.unsup_components = []
         for name in UNSUPERVISED_COMPONENTS:
@@ -309,10 +345,14 @@ class Detector:
             "format_version": FORMAT_VERSION,
             "n_val_clips": int(val.table["clip"].nunique()),
             "n_val_frames": len(val),
-            "unsupervised": "mean of two label-free views, each log-compressed and scaled by its "
-            "median and q99 on the normal val clips: the max over 8x8 cells of the "
+            "unsupervised": "mean of label-free views, each log-compressed and scaled by its "
+            "median and q99 on the normal clips: the max over 8x8 cells of the "
             f"{UNSUPERVISED_MAP} normalised per cell, (e - median) / (q{int(Q_HIGH * 100)} - "
-            f"median + {FLOOR} x typical spread), and the frame's 99th-percentile pixel error",
+            f"median + {FLOOR} x typical spread), the frame's 99th-percentile pixel error, and "
+            f"the max over cells and directions of the {FLOW_MAP} (optical-flow direction "
+            "histogram) normalised the same way with each spread raised to its 3x3 "
+            "neighbourhood's largest",
+            "unsupervised_components": [c[0] for c in det.unsup_components],
             "baseline": f"same on {BASELINE_MAP} cells (frame difference normalised per cell)",
         }
         labelled = None

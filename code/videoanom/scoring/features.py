@@ -11,7 +11,11 @@ For every frame it keeps a row of raw features (global statistics of the squared
 prediction error, PSNR, the largest 8x8-cell mean error, the PredNet error-unit activity of
 every layer, and the frame difference as a baseline) plus per-frame cell maps of the
 prediction error and of the frame difference, which the detector normalises per cell with
-statistics of normal video. Frame 1 has no prediction and copies frame 2's features.
+statistics of normal video, and a per-cell histogram of motion directions: dense optical flow
+(Farneback) from the previous grey frame, binned into ``FLOW_BINS`` directions and weighted by
+the flow magnitude (pixels moving less than ``FLOW_NOISE`` px/frame are left out). The flow
+runs in a worker thread while the model runs, on the frames already decoded for the window.
+Frame 1 has no prediction and copies frame 2's features.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,12 @@ logger = logging.getLogger(__name__)
 
 PERCENTILES = (50, 75, 90, 95, 99)
 ID_COLUMNS = ("clip", "frame", "label", "kind")
-CELL_MAPS = ("pred_error", "frame_diff")
+CELL_MAPS = ("pred_error", "frame_diff", "flow_dir")
+FLOW_BINS = 8  # motion directions per cell (45 degrees each; bin 0 points along -x)
+FLOW_NOISE = 0.05  # px/frame: slower pixels do not count towards the direction histogram
+# cv2.calcOpticalFlowFarneback(pyr_scale, levels, winsize, iterations, poly_n, poly_sigma):
+# two pyramid levels, 9x9 window, one iteration (three cost 1.7x the time for the same AUCs)
+FARNEBACK = (0.5, 2, 9, 1, 5, 1.1)
 TABLE_FILE = "features.csv"
 CELLS_FILE = "cells.npz"
 META_FILE = "features.json"
@@ -206,10 +216,70 @@ def _cell_mean(maps: np.ndarray, cell: int) -> np.ndarray:
     return maps.reshape(n, gh, cell, gw, cell).mean(axis=(2, 4), dtype=np.float32)
 
 
+def _grey(frames: np.ndarray) -> np.ndarray:
+    """(n, H, W, C) uint8 -> (n, H, W) uint8 grey (ITU-R 601 luma for 3 channels)."""
+    if frames.shape[-1] == 1:
+        return frames[..., 0]
+    if frames.shape[-1] == 3:
+        weights = np.array([0.299, 0.587, 0.114], np.float32)
+        return np.clip(frames.astype(np.float32) @ weights + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(frames.astype(np.float32).mean(axis=-1) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _flow_directions(frames: np.ndarray, cell: int) -> np.ndarray:
+    """Per-cell motion-direction histograms of frames[1:] (flow from the frame before).
+
+    frames: (n + 1, H, W, C) uint8. Returns (n, ceil(H/cell), ceil(W/cell), FLOW_BINS)
+    float32: per cell and direction, the sum of the flow magnitude (px/frame) of the pixels
+    moving that way, divided by the cell's pixel count.
+    """
+    import cv2
+
+    grey = _grey(frames)
+    n = grey.shape[0] - 1
+    h, w = grey.shape[1:]
+    gh, gw = -(-h // cell), -(-w // cell)
+    if n <= 0:
+        return np.zeros((0, gh, gw, FLOW_BINS), np.float32)
+    flow = np.empty((n, h, w, 2), np.float32)
+    for i in range(n):
+        flow[i] = cv2.calcOpticalFlowFarneback(grey[i], grey[i + 1], None, *FARNEBACK, 0)
+    mag = np.hypot(flow[..., 0], flow[..., 1])
+    angle = np.arctan2(flow[..., 1], flow[..., 0])
+    bins = np.floor((angle + np.pi) * (FLOW_BINS / (2 * np.pi)) + 0.5).astype(np.int64) % FLOW_BINS
+    weight = np.where(mag > FLOW_NOISE, mag, 0.0).astype(np.float32)
+    rows = np.minimum(np.arange(h) // cell, gh - 1)
+    cols = np.minimum(np.arange(w) // cell, gw - 1)
+    index = (rows[:, None] * gw + cols[None, :]) * FLOW_BINS  # (H, W)
+    index = index[None] + bins + (np.arange(n) * gh * gw * FLOW_BINS)[:, None, None]
+    hist = np.bincount(index.ravel(), weights=weight.ravel(), minlength=n * gh * gw * FLOW_BINS)
+    counts = np.bincount(rows, minlength=gh)[:, None] * np.bincount(cols, minlength=gw)[None, :]
+    hist = hist.reshape(n, gh, gw, FLOW_BINS) / counts[None, :, :, None]
+    return hist.astype(np.float32)
+
+
+_FLOW_POOL: ThreadPoolExecutor | None = None
+
+
+def _flow_pool() -> ThreadPoolExecutor:
+    global _FLOW_POOL
+    if _FLOW_POOL is None:
+        _FLOW_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="videoanom-flow")
+    return _FLOW_POOL
+
+
 def _frame_features(
-    actual: np.ndarray, predicted: np.ndarray, previous: np.ndarray, errors: np.ndarray, cell: int
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    previous: np.ndarray,
+    errors: np.ndarray,
+    cell: int,
+    flow_dir: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Features of n frames: actual/previous uint8 (n, H, W, C), predicted float (n, H, W, C)."""
+    """Features of n frames: actual/previous uint8 (n, H, W, C), predicted float (n, H, W, C).
+
+    ``flow_dir`` is :func:`_flow_directions` of the same frames (computed here when None).
+    """
     x = actual.astype(np.float32) / 255.0
     sq = np.square(predicted - x).mean(axis=-1)  # (n, H, W)
     diff = np.abs(x - previous.astype(np.float32) / 255.0).mean(axis=-1)
@@ -234,7 +304,9 @@ def _frame_features(
         cols[f"layer{lvl}_err"] = errors[:, lvl]
     cols["frame_diff"] = diff.reshape(n, -1).mean(axis=1)
     cols["frame_diff_cell_max"] = diff_cells.reshape(n, -1).max(axis=1)
-    cells = {"pred_error": err_cells, "frame_diff": diff_cells}
+    if flow_dir is None:
+        flow_dir = _flow_directions(np.concatenate([previous[:1], actual]), cell)
+    cells = {"pred_error": err_cells, "frame_diff": diff_cells, "flow_dir": flow_dir}
     return {k: np.asarray(v, np.float32) for k, v in cols.items()}, cells
 
 
@@ -266,15 +338,26 @@ def extract_features(
             w = pending[i][0]
             stacked[i, : len(w)] = w
             stacked[i, len(w) :] = w[-1]  # causal model: padding never changes kept frames
+        # the optical flow needs only the frames: it runs while the model does
+        spans = [(w, 1 if start == 0 else offset) for w, start, offset in pending]
+        flows = _flow_pool().submit(
+            lambda: [_flow_directions(w[lo - 1 :], config.cell) for w, lo in spans if lo < len(w)]
+        )
         pred, errs = run(stacked)
         pred, errs = pred.numpy(), errs.numpy()
+        flow_iter = iter(flows.result())
         for i, (w, start, offset) in enumerate(pending):
             lo = 1 if start == 0 else offset  # frame 1 has no prediction
             if lo >= len(w):
                 continue
             previous = w[lo - 1 : len(w) - 1]
             cols, cells = _frame_features(
-                w[lo:], pred[i, lo : len(w)], previous, errs[i, lo : len(w)], config.cell
+                w[lo:],
+                pred[i, lo : len(w)],
+                previous,
+                errs[i, lo : len(w)],
+                config.cell,
+                next(flow_iter),
             )
             col_parts.append(cols)
             cell_parts.append(cells)
@@ -365,4 +448,11 @@ def split_features(
     return FeatureSet.concat(parts)
 
 
-__all__ = ["CELL_MAPS", "ExtractConfig", "FeatureSet", "extract_features", "split_features"]
+__all__ = [
+    "CELL_MAPS",
+    "FLOW_BINS",
+    "ExtractConfig",
+    "FeatureSet",
+    "extract_features",
+    "split_features",
+]
