@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import cv2
@@ -73,6 +74,16 @@ def write_tiny_demo(store: Path) -> Path:
         progress=False,
     )
     return store
+
+
+def wait_until(predicate, timeout: float = 10.0, poll: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
 
 
 def tree_digest(root: Path) -> str:

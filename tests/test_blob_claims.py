@@ -19,6 +19,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 from azurite_server import AZURITE_KEY, free_port
+from conftest import wait_until
 
 from ml_service.master.blob_claims import BlobLeaseClaim, BlobLeaseClaims
 from ml_service.master.claims import ClaimError, LocalClaims, open_claims
@@ -40,15 +41,6 @@ def claims_container(azurite: str) -> Iterator[str]:
 
 def _claims(azurite: str, container: str, **options: object) -> BlobLeaseClaims:
     return BlobLeaseClaims(azurite, container=container, **options)
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 def test_claim_holder_release_and_retake(azurite: str, claims_container: str) -> None:
@@ -220,10 +212,10 @@ def test_lost_lease_is_reported_not_raised(
         BlobLeaseClient(blob).break_lease(lease_break_period=0)
         thief = _claims(azurite, claims_container).try_claim("loc")
         assert thief is not None
-        assert _wait_for(lambda: claim.lost), "the renewer did not notice the lost lease"
+        assert wait_until(lambda: claim.lost), "the renewer did not notice the lost lease"
     assert "claim on loc lost" in caplog.text
     assert "LeaseIdMismatchWithLeaseOperation" in claim.lost_reason
-    assert _wait_for(lambda: not claim.keepalive_running)
+    assert wait_until(lambda: not claim.keepalive_running)
     with pytest.raises(ClaimError):
         claim.heartbeat()
     claim.release()  # logs, never raises

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from ml_service.master.claims import Claim, LocalClaims, open_claims
 
@@ -140,15 +141,6 @@ def test_release_after_takeover_leaves_new_holder(tmp_path: Path) -> None:
     assert claims.holder("loc")["owner"] == new.owner
 
 
-def _wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_heartbeat_interval_defaults() -> None:
     assert LocalClaims(Path("x")).heartbeat_interval == 60  # 6 h / 10, capped at 60 s
     assert LocalClaims(Path("x"), stale_after=100).heartbeat_interval == 10
@@ -180,10 +172,10 @@ def test_heartbeat_thread_reports_a_takeover_without_raising(
     claim = LocalClaims(tmp_path, heartbeat_interval=0.05).try_claim("loc")
     with caplog.at_level(logging.ERROR):
         _write_claim(tmp_path, "loc", owner="the-new-holder")  # as if broken and re-taken
-        assert _wait_for(lambda: claim.lost)
+        assert wait_until(lambda: claim.lost)
     assert "claim on loc lost" in caplog.text
     assert "taken over" in claim.lost_reason
-    assert _wait_for(lambda: not claim.keepalive_running)
+    assert wait_until(lambda: not claim.keepalive_running)
     claim.release()
     assert LocalClaims(tmp_path).holder("loc")["owner"] == "the-new-holder"
 
@@ -200,7 +192,7 @@ def test_heartbeat_thread_retries_transient_errors_then_reports_lost(
 
     claim.heartbeat = failing_heartbeat  # every beat fails, not with ClaimError
     with caplog.at_level(logging.WARNING):
-        assert _wait_for(lambda: claim.lost)
+        assert wait_until(lambda: claim.lost)
     assert len(failures) >= 3, "transient errors were not retried"
     assert "heartbeat failed (OSError: disk unavailable)" in caplog.text
     assert "no successful heartbeat" in claim.lost_reason
@@ -215,7 +207,7 @@ def test_hand_built_claim_has_no_thread_until_started(tmp_path: Path) -> None:
     claim.start_keepalive(0.05)
     claim.start_keepalive(0.05)  # idempotent
     assert claim.keepalive_running
-    assert _wait_for(lambda: json.loads(path.read_text()).get("heartbeat") is not None)
+    assert wait_until(lambda: json.loads(path.read_text()).get("heartbeat") is not None)
     with claim:
         pass
     assert not claim.keepalive_running and not path.exists()
