@@ -14,7 +14,8 @@ prediction error and of the frame difference, which the detector normalises per 
 statistics of normal video, and a per-cell histogram of motion directions: dense optical flow
 (Farneback) from the previous grey frame, binned into ``FLOW_BINS`` directions and weighted by
 the flow magnitude (pixels moving less than ``FLOW_NOISE`` px/frame are left out). The flow
-runs in a worker thread while the model runs, on the frames already decoded for the window.
+and the other features of one batch of windows are computed in a worker thread while the
+model runs the next batch, on the frames already decoded.
 Frame 1 has no prediction and copies frame 2's features.
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,8 +326,28 @@ def extract_features(
     """
     window, warmup, batch = config.window, config.warmup, config.batch_size
     pending: list[tuple[np.ndarray, int, int]] = []
-    col_parts: list[dict[str, np.ndarray]] = []
-    cell_parts: list[dict[str, np.ndarray]] = []
+    # Post-processing (optical flow, frame features) of one batch runs in a worker thread
+    # while the model runs the next batch; at most two batches are in flight at once.
+    in_flight: list[Future] = []
+    parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+    def post_process(batch_windows, pred, errs):
+        out = []
+        for i, (w, start, offset) in enumerate(batch_windows):
+            lo = 1 if start == 0 else offset  # frame 1 has no prediction
+            if lo >= len(w):
+                continue
+            out.append(
+                _frame_features(
+                    w[lo:],
+                    pred[i, lo : len(w)],
+                    w[lo - 1 : len(w) - 1],
+                    errs[i, lo : len(w)],
+                    config.cell,
+                    _flow_directions(w[lo - 1 :], config.cell),
+                )
+            )
+        return out
 
     def flush() -> None:
         if not pending:
@@ -338,29 +359,11 @@ def extract_features(
             w = pending[i][0]
             stacked[i, : len(w)] = w
             stacked[i, len(w) :] = w[-1]  # causal model: padding never changes kept frames
-        # the optical flow needs only the frames: it runs while the model does
-        spans = [(w, 1 if start == 0 else offset) for w, start, offset in pending]
-        flows = _flow_pool().submit(
-            lambda: [_flow_directions(w[lo - 1 :], config.cell) for w, lo in spans if lo < len(w)]
-        )
         pred, errs = run(stacked)
         pred, errs = pred.numpy(), errs.numpy()
-        flow_iter = iter(flows.result())
-        for i, (w, start, offset) in enumerate(pending):
-            lo = 1 if start == 0 else offset  # frame 1 has no prediction
-            if lo >= len(w):
-                continue
-            previous = w[lo - 1 : len(w) - 1]
-            cols, cells = _frame_features(
-                w[lo:],
-                pred[i, lo : len(w)],
-                previous,
-                errs[i, lo : len(w)],
-                config.cell,
-                next(flow_iter),
-            )
-            col_parts.append(cols)
-            cell_parts.append(cells)
+        if len(in_flight) >= 2:
+            parts.extend(in_flight.pop(0).result())
+        in_flight.append(_flow_pool().submit(post_process, list(pending), pred, errs))
         pending.clear()
 
     n_seen = 0
@@ -378,13 +381,15 @@ def extract_features(
         if len(pending) == batch:
             flush()
     flush()
+    for future in in_flight:
+        parts.extend(future.result())
 
     n = n_seen
     if n == 0:
         raise ValueError(f"clip {clip!r} has no frames")
-    if col_parts:
-        cols = {k: np.concatenate([p[k] for p in col_parts]) for k in col_parts[0]}
-        cells = {k: np.concatenate([p[k] for p in cell_parts]) for k in cell_parts[0]}
+    if parts:
+        cols = {k: np.concatenate([p[0][k] for p in parts]) for k in parts[0][0]}
+        cells = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
         # frame 1 copies frame 2's features
         cols = {k: np.concatenate([v[:1], v]) for k, v in cols.items()}
         cells = {k: np.concatenate([v[:1], v]) for k, v in cells.items()}
