@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(render_table(location_rows(settings, quiet_seconds=0)))
     for state in read_states(settings.home):
+        metrics = state.get("metrics", {})
+        if "val_mae" in metrics and "copy_last_mae" in metrics:
+            verdict = "beats" if metrics["val_mae"] < metrics["copy_last_mae"] else "does NOT beat"
+            print(
+                f"{state['location']:>16} PredNet validation MAE {metrics['val_mae']:.5f} "
+                f"{verdict} copy-last-frame {metrics['copy_last_mae']:.5f}"
+            )
         for name, path in sorted(state.get("report", {}).items()):
             print(f"{state['location']:>16} {name:<9} {path}")
     print(f"\n{time.monotonic() - started:.0f} s; tracking: {settings.tracking_uri}")
