@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings.load({"datastore": str(args.datastore), **budget}, env_file=args.env_file)
     print()
     print(render_table(location_rows(settings, quiet_seconds=0)))
-    for state in read_states(settings.home):
+    states = read_states(settings.home)
+    for state in states:
         metrics = state.get("metrics", {})
         if "val_mae" in metrics and "copy_last_mae" in metrics:
             verdict = "beats" if metrics["val_mae"] < metrics["copy_last_mae"] else "does NOT beat"
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, path in sorted(state.get("report", {}).items()):
             print(f"{state['location']:>16} {name:<9} {path}")
     print(f"\n{time.monotonic() - started:.0f} s; tracking: {settings.tracking_uri}")
-    failed = [s["location"] for s in read_states(settings.home) if s.get("state") != "succeeded"]
+    failed = [s["location"] for s in states if s.get("state") != "succeeded"]
     if code or failed:
         print(f"failed: {', '.join(failed) or 'see the log above'}", file=sys.stderr)
         return 1

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ml_service.master.claims import pid_alive
 from ml_service.master.readiness import DEFAULT_QUIET_SECONDS, check_ready, load_seen
 from ml_service.model_index import latest_versions
 from ml_service.state import read_states
@@ -156,11 +157,9 @@ def _steps_summary(steps: dict[str, dict[str, Any]]) -> str:
 def _effective_state(state: dict[str, Any]) -> str:
     """The recorded state, except a "running" record whose process on this host is gone."""
     status = state.get("state", "new")
-    if status == "running" and state.get("host") == socket.gethostname():
-        from ml_service.master.claims import pid_alive
-
-        if not pid_alive(state.get("pid")):
-            return "interrupted"
+    on_this_host = state.get("host") == socket.gethostname()
+    if status == "running" and on_this_host and not pid_alive(state.get("pid")):
+        return "interrupted"
     return status
 
 

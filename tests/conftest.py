@@ -86,6 +86,18 @@ def wait_until(predicate, timeout: float = 10.0, poll: float = 0.02) -> bool:
     return bool(predicate())
 
 
+def assert_held_by_this_process(holder: dict | None, owner: str) -> None:
+    """A claim holder record naming this process, this host and the claim's owner token."""
+    import os
+    import socket
+
+    assert holder is not None
+    assert holder["pid"] == os.getpid()
+    assert holder["host"] == socket.gethostname()
+    assert holder["owner"] == owner
+    assert abs(holder["created"] - time.time()) < 60
+
+
 def tree_digest(root: Path) -> str:
     """Hash of every file's path, content and mtime under ``root`` (to prove read-only)."""
     digest = hashlib.sha256()

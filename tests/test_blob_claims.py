@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, BlobServiceClient
 from azurite_server import AZURITE_KEY, free_port
-from conftest import wait_until
+from conftest import assert_held_by_this_process, wait_until
 
 from ml_service.master.blob_claims import BlobLeaseClaim, BlobLeaseClaims
 from ml_service.master.claims import ClaimError, LocalClaims, open_claims
@@ -52,11 +51,7 @@ def test_claim_holder_release_and_retake(azurite: str, claims_container: str) ->
     assert claim.keepalive_running and not claim.lost
 
     holder = claims.holder("Cam 1")
-    assert holder is not None
-    assert holder["pid"] == os.getpid()
-    assert holder["host"] == socket.gethostname()
-    assert holder["owner"] == claim.owner
-    assert abs(holder["created"] - time.time()) < 60
+    assert_held_by_this_process(holder, claim.owner)
     assert holder["lease_seconds"] == 60
     assert holder["lease_state"] == "leased"
     assert holder["lease_duration"] == "fixed"  # never infinite

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import assert_held_by_this_process, wait_until
 
 from ml_service.master.claims import Claim, LocalClaims, open_claims
 
@@ -34,11 +34,7 @@ def test_claim_and_release(tmp_path: Path) -> None:
     assert isinstance(claim, Claim)
     assert claim.path == tmp_path / "claims" / "cam-1.claim"
     holder = claims.holder("Cam 1")
-    assert holder is not None
-    assert holder["pid"] == os.getpid()
-    assert holder["host"] == socket.gethostname()
-    assert holder["owner"] == claim.owner
-    assert abs(holder["created"] - time.time()) < 60
+    assert_held_by_this_process(holder, claim.owner)
     claim.release()
     claim.release()  # idempotent
     assert not claim.path.exists()

@@ -56,16 +56,11 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ml_service.master.claims import open_claims
+    from ml_service.master.claims import claims_for
     from ml_service.pipelines.run_location import run_location
 
     settings = _training_settings(args)
-    claims = open_claims(
-        settings.datastore,
-        settings.home,
-        settings.claims_container,
-        lease_duration=settings.claim_lease_seconds,
-    )
+    claims = claims_for(settings)
     # The same claim a master takes: a manual run never races a master on one location.
     claim = claims.try_claim(args.location)
     if claim is None:

@@ -38,6 +38,7 @@ from videoanom.names import normalise_location, validate_location
 
 if TYPE_CHECKING:
     from ml_service.master.blob_claims import BlobLeaseClaims
+    from ml_service.util.env_variables import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -373,6 +374,16 @@ class LocalClaims:
         )
         with contextlib.suppress(OSError):
             aside.unlink()
+
+
+def claims_for(settings: Settings) -> LocalClaims | BlobLeaseClaims:
+    """:func:`open_claims` for the datastore, home and claim settings of a command."""
+    return open_claims(
+        settings.datastore,
+        settings.home,
+        settings.claims_container,
+        lease_duration=settings.claim_lease_seconds,
+    )
 
 
 def open_claims(

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ml_service.master.claims import ClaimError, open_claims
+from ml_service.master.claims import ClaimError, claims_for
 from ml_service.master.readiness import DEFAULT_QUIET_SECONDS, check_ready, load_seen, save_seen
 from ml_service.model_index import latest_versions
 from ml_service.pipelines.local_runner import StepFailed
@@ -80,12 +80,7 @@ class Master:
         self.datastore = datastore or open_datastore(
             settings.datastore, cache_dir=home / "cache" / "blob"
         )
-        self.claims = open_claims(
-            settings.datastore,
-            home,
-            settings.claims_container,
-            lease_duration=settings.claim_lease_seconds,
-        )
+        self.claims = claims_for(settings)
         self._registered: dict[str, int] | None = None
 
     def poll_once(self) -> list[Decision]:
@@ -205,10 +200,9 @@ class Master:
             "failed",
         ):
             return f"{state['state']} meanwhile in pipeline {state.get('pipeline_id')}"
-        if not state:
-            self._registered = latest_versions(self.settings.tracking_uri)
-            if self._has_models(decision.location):
-                return "models registered meanwhile by another master"
+        fresh = latest_versions(self.settings.tracking_uri) if not state else {}
+        if fresh and _both_registered(decision.location, fresh):
+            return "models registered meanwhile by another master"
         return ""
 
     def transfer_source(self, location: str) -> str:
@@ -232,10 +226,14 @@ class Master:
         """
         if self._registered is None:
             self._registered = latest_versions(self.settings.tracking_uri)
-        return all(
-            name in self._registered
-            for name in (prednet_model_name(location), classifier_model_name(location))
-        )
+        return _both_registered(location, self._registered)
+
+
+def _both_registered(location: str, versions: dict[str, int]) -> bool:
+    """Whether both of a location's models have a version in ``versions``."""
+    return all(
+        name in versions for name in (prednet_model_name(location), classifier_model_name(location))
+    )
 
 
 def _record_id(state: dict[str, Any]) -> str:
