@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 ARTIFACT_ROOT_ENV = "VIDEOANOM_ARTIFACT_ROOT"
 PIPELINE_ID_ENV = "VIDEOANOM_PIPELINE_ID"
+# Set by Azure ML (azureml-mlflow) in a job: the run the job's metrics belong to.
+JOB_RUN_ENV = "MLFLOW_RUN_ID"
 
 
 def experiment_name(location: str) -> str:
@@ -29,8 +31,14 @@ def use_location_experiment(location: str) -> str:
     """Select (creating if needed) the location's experiment; returns its id.
 
     With a local tracking store the artifact location is put under ``VIDEOANOM_HOME``
-    rather than MLflow's default ``./mlruns`` in whatever folder the step runs in.
+    rather than MLflow's default ``./mlruns`` in whatever folder the step runs in. Inside
+    an Azure ML job (``MLFLOW_RUN_ID`` set by the service) the job's own run and experiment
+    are kept: the step's metrics must land on the run that HyperDrive or a sweep reads.
     """
+    if os.environ.get(JOB_RUN_ENV):
+        experiment_id = mlflow.get_run(os.environ[JOB_RUN_ENV]).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)
+        return experiment_id
     name = experiment_name(location)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

@@ -136,6 +136,8 @@ class Master:
     def _decide(self, location: str, now: float, seen: dict[str, Any]) -> Decision:
         state = read_state(self.settings.home, location)
         status = state.get("state")
+        if status == "submitted":  # on Azure ML: a training pipeline is queued or running
+            return Decision(location, "skip", f"pipeline {state.get('pipeline_id')} submitted")
         if status == "succeeded":
             if not self.config.retrain_changed:
                 return Decision(location, "skip", ALREADY_TRAINED)
@@ -190,7 +192,9 @@ class Master:
                     location,
                     claim.lost_reason,
                 )
-        return f"succeeded: {getattr(result, 'classifier_uri', '')}".rstrip(": ")
+        # A local run returns its models; an Azure ML submission says what it submitted.
+        outcome = getattr(result, "outcome", "")
+        return outcome or f"succeeded: {getattr(result, 'classifier_uri', '')}".rstrip(": ")
 
     def _done_meanwhile(self, decision: Decision) -> str:
         """Why the location no longer needs this run (checked under its claim), or ""."""

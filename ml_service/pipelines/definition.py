@@ -11,6 +11,10 @@ from __future__ import annotations
 import graphlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ml_service.util.env_variables import Settings
 
 CODE_DIR = Path(__file__).resolve().parents[2] / "code"
 
@@ -33,7 +37,8 @@ class Step:
         for name in (*self.inputs, *self.outputs):
             args += [_flag(name), str(paths[name])]
         for name in self.params:
-            args += [_flag(name), str(params[name])]
+            if str(params[name]) != "":  # an empty value means the script's default
+                args += [_flag(name), str(params[name])]
         return args
 
 
@@ -133,3 +138,27 @@ def training_pipeline() -> Pipeline:
         ),
         defaults={"init_from": "", "freeze_layers": "", "seed": 0},
     )
+
+
+def pipeline_params(
+    settings: Settings,
+    location: str,
+    datastore: str,
+    init_from: str = "",
+    freeze_layers: str = "",
+) -> dict[str, object]:
+    """Every parameter value of :func:`training_pipeline` for one location, on any backend."""
+    return {
+        "datastore": datastore,
+        "location": location,
+        "height": settings.image_height,
+        "width": settings.image_width,
+        "channels": settings.image_channels,
+        "seed": settings.seed,
+        "trials": settings.trials,
+        "max_epochs": settings.max_epochs,
+        "nt": settings.nt,
+        "windows_per_epoch": settings.windows_per_epoch,
+        "init_from": init_from,
+        "freeze_layers": freeze_layers,
+    }

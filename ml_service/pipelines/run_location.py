@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ml_service.pipelines.definition import training_pipeline
+from ml_service.pipelines.definition import pipeline_params, training_pipeline
 from ml_service.pipelines.local_runner import LocalRunner, PipelineRun, StepFailed
 from ml_service.state import read_state, write_state
 from ml_service.util.env_variables import Settings
@@ -99,20 +99,7 @@ def run_location(
     if location not in datastore.list_locations():
         raise ValueError(f"location {location!r} not found in datastore {datastore.uri}")
     datastore_uri = str(datastore.root) if isinstance(datastore, LocalDatastore) else datastore.uri
-    params = {
-        "datastore": datastore_uri,
-        "location": location,
-        "height": settings.image_height,
-        "width": settings.image_width,
-        "channels": settings.image_channels,
-        "seed": settings.seed,
-        "trials": settings.trials,
-        "max_epochs": settings.max_epochs,
-        "nt": settings.nt,
-        "windows_per_epoch": settings.windows_per_epoch,
-        "init_from": init_from,
-        "freeze_layers": freeze_layers,
-    }
+    params = pipeline_params(settings, location, datastore_uri, init_from, freeze_layers)
     env = settings.step_environment()
     if git_commit:
         env["GIT_COMMIT"] = git_commit

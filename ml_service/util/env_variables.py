@@ -19,7 +19,7 @@ from dotenv import dotenv_values
 
 
 class SettingsError(ValueError):
-    """A setting with a value of the wrong type."""
+    """A setting with a value of the wrong type, or a required one that is missing."""
 
 
 def _env(name: str, help_text: str) -> dict[str, str]:
@@ -91,17 +91,7 @@ class Settings:
         environ: Mapping[str, str] | None = None,
     ) -> Settings:
         """Build settings from flags (``overrides``, None = not given), env, ``.env``, defaults."""
-        environ = os.environ if environ is None else environ
-        dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            name = field.metadata["env"]
-            raw = (overrides or {}).get(field.name)
-            if raw is None:
-                raw = environ.get(name) or dotenv.get(name) or None
-            if raw is not None:
-                values[field.name] = _convert(field.type, raw, name)
-        settings = cls(**values)
+        settings = cls(**_read_fields(cls, overrides, env_file, environ))
         if not settings.tracking_uri:
             db = (settings.home / "mlflow.db").resolve()
             settings = dataclasses.replace(settings, tracking_uri=f"sqlite:///{db}")
@@ -121,9 +111,232 @@ class Settings:
         }
 
 
+SDK_VERSIONS = ("v1", "v2")
+SAMPLINGS = ("random", "bayesian")
+PRIORITIES = ("dedicated", "lowpriority")
+
+
+@dataclass(frozen=True)
+class AzureSettings:
+    """Where and how the pipelines run on Azure Machine Learning (``videoanom azure ...``).
+
+    Identity is not here: :class:`azure.identity.DefaultAzureCredential` reads
+    ``AZURE_CLIENT_ID`` / ``AZURE_TENANT_ID`` (and a federated token or ``az login``) itself,
+    so no secret ever passes through these settings or a file in the repository.
+    """
+
+    sdk: str = dataclasses.field(
+        default="v1",
+        metadata=_env(
+            "AML_SDK", "Azure ML SDK to build with: v1 (azureml-sdk) or v2 (azure-ai-ml)"
+        ),
+    )
+    subscription_id: str = dataclasses.field(
+        default="", metadata=_env("AZURE_SUBSCRIPTION_ID", "Azure subscription id (required)")
+    )
+    resource_group: str = dataclasses.field(
+        default="", metadata=_env("AZURE_RESOURCE_GROUP", "resource group (required)")
+    )
+    workspace_name: str = dataclasses.field(
+        default="", metadata=_env("AML_WORKSPACE_NAME", "Azure ML workspace (required)")
+    )
+    region: str = dataclasses.field(
+        default="westeurope",
+        metadata=_env("AZURE_LOCATION", "Azure region for the infrastructure template"),
+    )
+    cpu_cluster: str = dataclasses.field(
+        default="cpu-cluster", metadata=_env("AML_CPU_CLUSTER", "CPU compute cluster name")
+    )
+    cpu_vm_size: str = dataclasses.field(
+        default="Standard_DS3_v2", metadata=_env("AML_CPU_VM_SIZE", "CPU cluster VM size")
+    )
+    cpu_min_nodes: int = dataclasses.field(
+        default=0,
+        metadata=_env("AML_CPU_MIN_NODES", "CPU cluster minimum nodes (0 = scale to zero)"),
+    )
+    cpu_max_nodes: int = dataclasses.field(
+        default=4, metadata=_env("AML_CPU_MAX_NODES", "CPU cluster maximum nodes")
+    )
+    gpu_cluster: str = dataclasses.field(
+        default="gpu-cluster", metadata=_env("AML_GPU_CLUSTER", "GPU compute cluster name")
+    )
+    gpu_vm_size: str = dataclasses.field(
+        default="Standard_NC4as_T4_v3", metadata=_env("AML_GPU_VM_SIZE", "GPU cluster VM size")
+    )
+    gpu_min_nodes: int = dataclasses.field(
+        default=0,
+        metadata=_env("AML_GPU_MIN_NODES", "GPU cluster minimum nodes (0 = scale to zero)"),
+    )
+    gpu_max_nodes: int = dataclasses.field(
+        default=4, metadata=_env("AML_GPU_MAX_NODES", "GPU cluster maximum nodes")
+    )
+    vm_priority: str = dataclasses.field(
+        default="dedicated",
+        metadata=_env("AML_VM_PRIORITY", "dedicated or lowpriority (cheaper, can be preempted)"),
+    )
+    datastore_name: str = dataclasses.field(
+        default="workspaceblobstore",
+        metadata=_env("AML_DATASTORE_NAME", "workspace datastore holding the location folders"),
+    )
+    datastore_path: str = dataclasses.field(
+        default="videoanom",
+        metadata=_env(
+            "AML_DATASTORE_PATH", "folder in that datastore whose subfolders are the locations"
+        ),
+    )
+    state_path: str = dataclasses.field(
+        default="videoanom-state",
+        metadata=_env(
+            "AML_STATE_PATH", "folder in that datastore for the master's records (never data)"
+        ),
+    )
+    environment_name: str = dataclasses.field(
+        default="videoanom-env",
+        metadata=_env("AML_ENVIRONMENT_NAME", "Azure ML environment built from environment_setup/"),
+    )
+    training_experiment: str = dataclasses.field(
+        default="videoanom-training",
+        metadata=_env("AML_TRAINING_EXPERIMENT", "experiment of the training pipeline runs"),
+    )
+    master_experiment: str = dataclasses.field(
+        default="videoanom-master",
+        metadata=_env("AML_MASTER_EXPERIMENT", "experiment of the master pipeline runs"),
+    )
+    training_pipeline_prefix: str = dataclasses.field(
+        default="prednet",
+        metadata=_env(
+            "AML_TRAINING_PIPELINE_PREFIX", "training pipelines are named <prefix>-<location>"
+        ),
+    )
+    master_pipeline_name: str = dataclasses.field(
+        default="prednet-master",
+        metadata=_env("AML_MASTER_PIPELINE_NAME", "name of the published master pipeline"),
+    )
+    polling_interval_minutes: int = dataclasses.field(
+        default=5,
+        metadata=_env(
+            "AML_POLLING_INTERVAL_MINUTES", "how often the master's schedule checks the datastore"
+        ),
+    )
+    search_max_runs: int = dataclasses.field(
+        default=8, metadata=_env("AML_SEARCH_MAX_RUNS", "hyperparameter search: trials in all")
+    )
+    search_max_concurrent: int = dataclasses.field(
+        default=4,
+        metadata=_env("AML_SEARCH_MAX_CONCURRENT", "hyperparameter search: trials at once"),
+    )
+    search_sampling: str = dataclasses.field(
+        default="random",
+        metadata=_env(
+            "AML_SEARCH_SAMPLING",
+            "random (with a bandit early-termination policy) or bayesian (no early termination)",
+        ),
+    )
+    bandit_slack_factor: str = dataclasses.field(
+        default="0.15",
+        metadata=_env(
+            "AML_BANDIT_SLACK_FACTOR", "bandit policy: stop trials this much worse than the best"
+        ),
+    )
+
+    REQUIRED = ("subscription_id", "resource_group", "workspace_name")
+
+    @classmethod
+    def load(
+        cls,
+        overrides: Mapping[str, Any] | None = None,
+        env_file: str | Path | None = ".env",
+        environ: Mapping[str, str] | None = None,
+    ) -> AzureSettings:
+        """Build Azure settings (same precedence as :class:`Settings`) and check their values."""
+        settings = cls(**_read_fields(cls, overrides, env_file, environ))
+        settings.check_values()
+        return settings
+
+    def check_values(self) -> None:
+        """Reject values no SDK would accept, naming the variable."""
+        for name, value, allowed in (
+            ("AML_SDK", self.sdk, SDK_VERSIONS),
+            ("AML_SEARCH_SAMPLING", self.search_sampling, SAMPLINGS),
+            ("AML_VM_PRIORITY", self.vm_priority, PRIORITIES),
+        ):
+            if value not in allowed:
+                raise SettingsError(f"{name}={value!r}: use one of {', '.join(allowed)}")
+        for prefix in ("cpu", "gpu"):
+            low, high = getattr(self, f"{prefix}_min_nodes"), getattr(self, f"{prefix}_max_nodes")
+            if not 0 <= low <= high or high < 1:
+                raise SettingsError(
+                    f"AML_{prefix.upper()}_MIN_NODES={low}, AML_{prefix.upper()}_MAX_NODES={high}: "
+                    "need 0 <= min <= max and max >= 1"
+                )
+        if not 1 <= self.search_max_concurrent <= self.search_max_runs:
+            raise SettingsError(
+                f"AML_SEARCH_MAX_CONCURRENT={self.search_max_concurrent} must be between 1 and "
+                f"AML_SEARCH_MAX_RUNS={self.search_max_runs}"
+            )
+        if self.polling_interval_minutes < 1:
+            raise SettingsError("AML_POLLING_INTERVAL_MINUTES must be at least 1")
+        try:
+            slack = float(self.bandit_slack_factor)
+        except ValueError:
+            slack = -1.0
+        if not 0 < slack < 1:
+            raise SettingsError(
+                f"AML_BANDIT_SLACK_FACTOR={self.bandit_slack_factor!r}: need a number in (0, 1)"
+            )
+
+    def require_workspace(self) -> AzureSettings:
+        """Self, or one clear error naming every missing workspace setting."""
+        missing = [
+            fields_by_name(AzureSettings)[name].metadata["env"]
+            for name in self.REQUIRED
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise SettingsError(
+                f"missing Azure settings: {', '.join(missing)} (set them in the environment "
+                "or in .env; .env.example describes each)"
+            )
+        return self
+
+    def training_pipeline_name(self, location: str) -> str:
+        """``prednet-<location slug>``: one published training pipeline per location."""
+        from videoanom.names import normalise_location
+
+        return f"{self.training_pipeline_prefix}-{normalise_location(location)}"
+
+
+def fields_by_name(cls: type) -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in fields(cls)}
+
+
 def describe_settings() -> list[tuple[str, str, str]]:
     """(variable, default, help) for every setting, for ``.env.example`` and the docs."""
-    return [(f.metadata["env"], str(f.default), f.metadata["help"]) for f in fields(Settings)]
+    return [
+        (f.metadata["env"], str(f.default), f.metadata["help"])
+        for cls in (Settings, AzureSettings)
+        for f in fields(cls)
+    ]
+
+
+def _read_fields(
+    cls: type,
+    overrides: Mapping[str, Any] | None,
+    env_file: str | Path | None,
+    environ: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    """The fields of ``cls`` given by flags, the environment or ``.env`` (converted)."""
+    environ = os.environ if environ is None else environ
+    dotenv = dotenv_values(env_file) if env_file and Path(env_file).is_file() else {}
+    values: dict[str, Any] = {}
+    for field in fields(cls):
+        name = field.metadata["env"]
+        raw = (overrides or {}).get(field.name)
+        if raw is None:
+            raw = environ.get(name) or dotenv.get(name) or None
+        if raw is not None:
+            values[field.name] = _convert(field.type, raw, name)
+    return values
 
 
 _TRUE = {"1", "true", "yes", "on"}

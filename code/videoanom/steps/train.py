@@ -20,7 +20,13 @@ from videoanom.registry import PREDNET_FILE, PREDNET_META, load_prednet
 from videoanom.steps.common import write_json
 from videoanom.tracking import pipeline_tags, use_location_experiment
 from videoanom.training.search import run_search
-from videoanom.training.search_space import parse_int_list
+from videoanom.training.search_space import (
+    DEFAULTS,
+    SEARCH_SPACE,
+    Choice,
+    parse_int_list,
+    search_flag,
+)
 from videoanom.training.trainer import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -49,7 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         help="comma-separated PredNet levels to keep fixed when warm-starting, e.g. 0,1",
     )
+    trial = parser.add_argument_group(
+        "one trial",
+        "fix hyperparameters instead of searching (how HyperDrive and sweep jobs run each "
+        "trial); the others keep their defaults. Needs --trials 1.",
+    )
+    for name, dist in SEARCH_SPACE.items():
+        kind = type(DEFAULTS[name]) if isinstance(dist, Choice) else float
+        trial.add_argument(search_flag(name), dest=name, type=kind, default=None)
     return parser
+
+
+def fixed_space(args: argparse.Namespace) -> dict | None:
+    """A one-point search space from the hyperparameter flags given, or None (search)."""
+    given = {name: getattr(args, name) for name in SEARCH_SPACE if getattr(args, name) is not None}
+    if not given:
+        return None
+    if args.trials != 1:
+        raise ValueError(
+            f"{', '.join(search_flag(n) for n in given)} fix hyperparameters: use --trials 1, "
+            f"not {args.trials}"
+        )
+    return {name: Choice((given.get(name, DEFAULTS[name]),)) for name in SEARCH_SPACE}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     if freeze and not args.init_from:
         raise ValueError("--freeze-layers only makes sense with --init-from (a warm start)")
     init_model = load_prednet(args.init_from) if args.init_from else None
+    space = fixed_space(args)
     config = TrainConfig(
         nt=args.nt,
         max_epochs=args.max_epochs,
@@ -91,7 +119,15 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
         search = run_search(
-            train, val, args.trained_model, args.trials, config, init_model, tuple(freeze)
+            train,
+            val,
+            args.trained_model,
+            args.trials,
+            config,
+            init_model,
+            tuple(freeze),
+            space=space,
+            first_params={k: d.values[0] for k, d in space.items()} if space else None,
         )
         best = search.best
         summary = best.summary()

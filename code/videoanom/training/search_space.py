@@ -71,6 +71,11 @@ def suggest(trial: Any, space: dict[str, Distribution] | None = None) -> dict[st
     return params
 
 
+def search_flag(name: str) -> str:
+    """The train step's flag that fixes one hyperparameter: ``lr_decay`` -> ``--lr-decay``."""
+    return "--" + name.replace("_", "-")
+
+
 def without(names: tuple[str, ...] | list[str]) -> dict[str, Distribution]:
     """The search space less some parameters (e.g. the architecture when warm-starting)."""
     return {k: v for k, v in SEARCH_SPACE.items() if k not in names}
