@@ -27,6 +27,11 @@ PRIMARY_METRIC = "val_loss"
 # The source directory both SDKs upload (the repository root, less what .amlignore lists);
 # step scripts are given relative to it.
 SOURCE_DIR = Path(__file__).resolve().parents[2]
+# The job environment (one for CPU and GPU steps), defined in environment_setup/.
+ENV_DIR = SOURCE_DIR / "environment_setup"
+CONDA_FILE = ENV_DIR / "conda.yml"
+DOCKERFILE = ENV_DIR / "Dockerfile"
+BASE_IMAGE = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
 # The master step, run by the published master pipeline.
 MASTER_SCRIPT = "ml_service/azure/master_step.py"
 
