@@ -160,3 +160,36 @@ def test_search_keeps_the_best_trial(tiny_data, tmp_path: Path) -> None:
     )
     runs = mlflow.search_runs(experiment_names=["search-test"])
     assert len(runs) == 3, "one parent run and one nested run per trial"
+
+
+def test_one_trial_with_fixed_hyperparameters_uses_exactly_them(tiny_data, tmp_path: Path) -> None:
+    """How each HyperDrive / sweep trial runs the train step: a one-point space."""
+    import mlflow
+
+    from videoanom.steps.train import build_parser, fixed_space
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("one-trial")
+    flags = ["--prepared-data", "p", "--trained-model", "t", "--trials", "1"]
+    flags += ["--batch-size", "4", "--stack-sizes", "4,8", "--filter-sizes", "3,3"]
+    flags += ["--learning-rate", "0.004"]
+    space = fixed_space(build_parser().parse_args(flags))
+    config = TrainConfig(nt=6, max_epochs=1, windows_per_epoch=16, max_val_windows=4, verbose=0)
+    train, val = tiny_data
+    with mlflow.start_run():
+        result = run_search(
+            train,
+            val,
+            tmp_path / "out",
+            1,
+            config,
+            space=space,
+            first_params={k: d.values[0] for k, d in space.items()},
+        )
+    assert result.trials[0]["params"] == {
+        "batch_size": 4,
+        "filter_sizes": "3,3",
+        "stack_sizes": "4,8",
+        "learning_rate": 0.004,
+        "lr_decay": DEFAULTS["lr_decay"],
+    }

@@ -158,6 +158,63 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_azure(args: argparse.Namespace) -> int:
+    from ml_service.azure import commands
+    from ml_service.util.env_variables import AzureSettings
+
+    settings = _settings(args, home=args.home)
+    azure = AzureSettings.load(env_file=args.env_file)
+    sdk = getattr(args, "sdk", None)
+    if args.azure_command == "publish":
+        if not args.dry_run and sdk is None:
+            sdk = azure.sdk
+        print(commands.publish(settings, azure, args.dry_run, sdk))
+    elif args.azure_command == "schedule":
+        print(commands.schedule(settings, azure, sdk))
+    elif args.azure_command == "submit":
+        if bool(args.location) == bool(args.master):
+            raise ValueError("azure submit: give --location NAME or --master (one of them)")
+        print(commands.submit(settings, azure, args.location, args.init_from, sdk))
+    else:
+        print(commands.status(settings, azure, args.json, sdk))
+    return 0
+
+
+def _add_azure(sub: argparse._SubParsersAction) -> None:
+    azure = sub.add_parser(
+        "azure",
+        help="publish, schedule and submit the pipelines on Azure ML (AML_SDK=v1|v2)",
+        description="Build the same pipelines on Azure Machine Learning. Workspace and "
+        "cluster settings come from AML_*/AZURE_* variables or .env (see .env.example).",
+    )
+    verbs = azure.add_subparsers(dest="azure_command", required=True, metavar="ACTION")
+    helps = {
+        "publish": "create the environment, clusters and master pipeline (idempotent)",
+        "schedule": "(re)create the master pipeline's schedule",
+        "submit": "submit one location's training pipeline, or the master once",
+        "status": "recent training and master runs in the workspace",
+    }
+    for name, text in helps.items():
+        verb = verbs.add_parser(name, help=text, description=text)
+        verb.add_argument(
+            "--sdk", choices=("v1", "v2"), default=None, help="override AML_SDK for this command"
+        )
+        if name == "publish":
+            verb.add_argument(
+                "--dry-run",
+                action="store_true",
+                help="build and print the pipelines (both SDKs unless --sdk) without Azure",
+            )
+        if name == "submit":
+            verb.add_argument("--location", default=None, help="location to train")
+            verb.add_argument("--master", action="store_true", help="run the master pipeline")
+            verb.add_argument("--init-from", default="", help="warm-start PredNet (models:/...)")
+        if name == "status":
+            verb.add_argument("--json", action="store_true", help="runs as JSON")
+        _add_common(verb)
+        verb.set_defaults(func=cmd_azure)
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env-file", default=".env", help="settings file (default: .env)")
     parser.add_argument("--home", default=None, help="local state folder (VIDEOANOM_HOME)")
@@ -237,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(status)
     status.set_defaults(func=cmd_status)
+    _add_azure(sub)
     return parser
 
 
@@ -253,12 +311,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_guarded(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from ml_service.azure.commands import AzureServiceError
     from ml_service.master.claims import ClaimError
     from ml_service.pipelines.local_runner import StepFailed
 
     try:
         return func(args)
-    except StepFailed as error:
+    except (StepFailed, AzureServiceError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_STEP_FAILED
     except (ValueError, FileNotFoundError, ClaimError) as error:
