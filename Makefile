@@ -4,6 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+AZURE_STAMP := $(VENV)/.installed-azure
 NODE_STAMP := node_modules/.installed
 DATASTORE ?= data/datastore
 DEMO_LOCATIONS ?= 2
@@ -20,6 +21,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# Both Azure ML SDKs (extras azure-v1, azure-v2): the tests build their pipelines offline.
+$(AZURE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[dev,azure-v1,azure-v2]"
+	touch $(AZURE_STAMP)
+
 # Azurite (the Azure Storage emulator the blob datastore tests use), pinned in package-lock.json.
 $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	@command -v npm >/dev/null || { echo "make setup: npm not found; install Node.js 20+ (the tests run Azurite from node_modules)" >&2; exit 1; }
@@ -28,7 +34,7 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 
 setup: $(STAMP)  ## create .venv and install videoanom with its dev tools
 
-setup-test: $(STAMP) $(NODE_STAMP)  ## setup, plus Azurite (npm) for the blob datastore tests
+setup-test: $(STAMP) $(AZURE_STAMP) $(NODE_STAMP)  ## setup, plus both Azure ML SDKs and Azurite (npm)
 
 demo: setup  ## generate demo data (if absent) and train a detector for every demo location
 	$(PY) -m ml_service.demo --datastore $(DATASTORE) --locations $(DEMO_LOCATIONS)
