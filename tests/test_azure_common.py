@@ -193,6 +193,16 @@ class FakeBackend:
             raise RuntimeError("service unavailable")
         return self.statuses[run_id]
 
+    def active_run(self, location: str) -> str | None:
+        return next(
+            (
+                run
+                for loc, run in self.submitted
+                if loc == location and self.statuses.get(run) == "Running"
+            ),
+            None,
+        )
+
 
 def master_args(tmp_path: Path, **extra: object) -> argparse.Namespace:
     store = tmp_path / "mnt" / "videoanom"
@@ -240,6 +250,22 @@ def test_master_step_retries_failed_runs_then_gives_up(tmp_path: Path, monkeypat
     record = read_state(args.state, "plaza")
     assert record["state"] == "failed" and "ended failed" in record["reason"]
     assert read_state(args.state, "campus")["state"] == "succeeded"
+
+
+def test_overlapping_master_runs_do_not_submit_twice(tmp_path: Path, monkeypatch) -> None:
+    """Two master runs on Azure ML (a schedule firing while the last one works) share the
+    workspace but may not see each other's records in time: the workspace is asked."""
+    monkeypatch.chdir(tmp_path)
+    backend = FakeBackend()
+    run_master(master_args(tmp_path), backend)
+    other_state = master_args(tmp_path)
+    other_state.state = tmp_path / "state-of-an-overlapping-run"
+    decisions = run_master(other_state, backend)
+    assert len(backend.submitted) == 2, "nothing submitted twice"
+    assert {d["outcome"] for d in decisions} == {
+        f"submitted: already running as run {run}" for _, run in backend.submitted
+    }
+    assert read_state(other_state.state, "campus")["pipeline_id"] == "run-campus-0"
 
 
 def test_unknown_run_status_keeps_the_location_submitted(tmp_path: Path, monkeypatch) -> None:
@@ -330,3 +356,35 @@ def test_every_setting_dataclass_field_has_a_variable() -> None:
     for cls in (Settings, AzureSettings):
         for field in dataclasses.fields(cls):
             assert field.metadata.get("env"), f"{cls.__name__}.{field.name} has no variable"
+
+
+@pytest.mark.parametrize("sdk", ["v1", "v2"])
+def test_both_sdks_run_the_local_runners_scripts_and_arguments(sdk: str) -> None:
+    """Read back from the built SDK objects: the same scripts and arguments as locally."""
+    import importlib
+
+    module = importlib.import_module(f"ml_service.azure.{sdk}")
+    settings = Settings.load(env_file=None, environ={})
+    azure = AzureSettings.load(env_file=None, environ={"AML_SDK": sdk})
+    built = module.built_step_arguments(settings, azure, "campus")
+    local = local_arguments()
+    if sdk == "v1":
+        # HyperDrive cannot hand on its best trial's folder: each trial writes its own
+        # outputs/, and an extra step copies the best one into the trained_model data.
+        script, args = built.pop("best_trial")
+        assert args[args.index("--trained-model") + 1] == "<output:trained_model>"
+        script, args = built["train"]
+        i = args.index("--trained-model") + 1
+        assert args[i] == module.TRIAL_FOLDER
+        built["train"] = (script, [*args[:i], "<output:trained_model>", *args[i + 1 :]])
+    assert list(built) == list(local)
+    steps = {s.name: s for s in training_pipeline().steps}
+    for name, (script, args) in built.items():
+        assert script == f"code/{steps[name].script}"
+        expected = list(local[name])
+        if name == "train":
+            expected[expected.index("--trials") + 1] = "1"
+            expected += [
+                x for n in SEARCH_SPACE for x in (f"--{n.replace('_', '-')}", f"<search:{n}>")
+            ]
+        assert args == expected, f"{sdk} {name}"

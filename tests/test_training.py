@@ -176,7 +176,7 @@ def test_one_trial_with_fixed_hyperparameters_uses_exactly_them(tiny_data, tmp_p
     space = fixed_space(build_parser().parse_args(flags))
     config = TrainConfig(nt=6, max_epochs=1, windows_per_epoch=16, max_val_windows=4, verbose=0)
     train, val = tiny_data
-    with mlflow.start_run():
+    with mlflow.start_run() as outer:
         result = run_search(
             train,
             val,
@@ -193,3 +193,5 @@ def test_one_trial_with_fixed_hyperparameters_uses_exactly_them(tiny_data, tmp_p
         "learning_rate": 0.004,
         "lr_decay": DEFAULTS["lr_decay"],
     }
+    curve = mlflow.MlflowClient().get_metric_history(outer.info.run_id, "val_loss")
+    assert [m.step for m in curve] == [1], "the epoch curve is on the step's own run too"

@@ -47,6 +47,10 @@ class Backend(Protocol):
         """The service's status of one submitted run."""
         ...
 
+    def active_run(self, location: str) -> str | None:
+        """A training run of ``location`` that has not finished (see submit.Submitter)."""
+        ...
+
     def status(self) -> list[dict[str, Any]]:
         """Recent training and master runs: name, location, run id, status, started."""
         ...

@@ -23,7 +23,12 @@ logger = logging.getLogger(__name__)
 
 # What the SDKs' run statuses mean to the master.
 FINISHED_OK = {"completed", "finished"}
-FINISHED_BAD = {"failed", "canceled", "cancelled", "notresponding"}
+FINISHED_BAD = {"failed", "canceled", "cancelled", "cancelrequested", "notresponding"}
+
+
+def is_active(status: str) -> bool:
+    """Whether a run with this status may still train (queued, preparing, running...)."""
+    return str(status).lower() not in FINISHED_OK | FINISHED_BAD
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,8 @@ class Submission:
 
     @property
     def outcome(self) -> str:
+        if not self.pipeline_name:  # found running, submitted by an earlier master run
+            return f"submitted: already running as run {self.run_id}"
         return f"submitted: {self.pipeline_name} as run {self.run_id}"
 
 
@@ -53,12 +60,25 @@ class Submitter(Protocol):
         """The SDK's status of a submitted run (e.g. Running, Completed, Failed)."""
         ...
 
+    def active_run(self, location: str) -> str | None:
+        """The id of a training run of ``location`` that has not finished, if any.
+
+        Asked right before submitting: two master runs that overlap (a schedule firing
+        while the last run still works) must not both submit the same location.
+        """
+        ...
+
 
 def launcher(submitter: Submitter, home: Path) -> Any:
     """A ``run`` callable for :class:`Master` that submits instead of training here."""
 
     def launch(settings: Settings, location: str, init_from: str = "") -> Submission:
-        submission = submitter.submit(location, init_from)
+        running = submitter.active_run(location)
+        if running:
+            submission = Submission(location, "", running)
+            logger.info("%s: run %s is already training it; not submitting", location, running)
+        else:
+            submission = submitter.submit(location, init_from)
         write_state(
             home,
             location,

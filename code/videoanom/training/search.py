@@ -39,11 +39,24 @@ class SearchResult:
 
 
 class MlflowEpochLogger(keras.callbacks.Callback):
-    """Log every epoch's metrics (loss, mae, val_loss, val_mae, learning rate) to MLflow."""
+    """Log every epoch's metrics (loss, mae, val_loss, val_mae, learning rate) to MLflow.
+
+    ``also_run_id``: a second run that gets the same curve. A one-trial search (how every
+    HyperDrive or sweep trial runs the train step) logs it on the step's own run too,
+    because the services' early-termination policies read that run's ``val_loss``.
+    """
+
+    def __init__(self, also_run_id: str | None = None) -> None:
+        super().__init__()
+        self.also_run_id = also_run_id
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = {k: float(v) for k, v in (logs or {}).items()}
         mlflow.log_metrics(metrics, step=epoch + 1)
+        if self.also_run_id:
+            client = mlflow.MlflowClient()
+            for key, value in metrics.items():
+                client.log_metric(self.also_run_id, key, value, step=epoch + 1)
 
 
 class OptunaPruning(keras.callbacks.Callback):
@@ -98,6 +111,8 @@ def run_search(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=2),
     )
     study.enqueue_trial(first)
+    parent = mlflow.active_run()
+    curve_run_id = parent.info.run_id if parent is not None and n_trials == 1 else None
     best: dict[str, Any] = {"result": None, "trial": -1}
     records: list[dict[str, Any]] = []
 
@@ -117,7 +132,7 @@ def run_search(
                 config,
                 init_model=init_model,
                 freeze_levels=freeze_levels,
-                callbacks=[MlflowEpochLogger(), pruning],
+                callbacks=[MlflowEpochLogger(curve_run_id), pruning],
             )
             summary = result.summary()
             mlflow.log_metrics({k: float(v) for k, v in summary.items()})
