@@ -118,6 +118,8 @@ def test_datastore_is_a_mounted_input_and_empty_values_are_left_out() -> None:
     settings = Settings.load(env_file=None, environ={})
     data_prep, train = training_specs(settings, "campus")[:2]
     assert data_prep.inputs == (DATASTORE,)
+    assert not data_prep.allow_reuse, "reuse by path would train on stale data"
+    assert train.allow_reuse
     assert Ref("input", DATASTORE) in data_prep.tokens()
     assert "--init-from" not in train.tokens(), "an empty value would break a command line"
     warm = training_specs(settings, "campus", init_from="models:/prednet-a/1")[1]
@@ -388,3 +390,31 @@ def test_both_sdks_run_the_local_runners_scripts_and_arguments(sdk: str) -> None
                 x for n in SEARCH_SPACE for x in (f"--{n.replace('_', '-')}", f"<search:{n}>")
             ]
         assert args == expected, f"{sdk} {name}"
+
+
+def test_publish_dry_run_prints_both_sdks_pipelines_without_azure(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``videoanom azure publish --dry-run`` with no workspace settings and no network."""
+    import socket
+
+    from videoanom.cli import main
+
+    for name in WORKSPACE:
+        monkeypatch.delenv(name, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a dry run must not open a connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    code = main(["azure", "publish", "--dry-run", "--env-file", str(tmp_path / "none.env")])
+    out = capsys.readouterr().out
+    assert code == 0
+    v1, v2 = out.split("=== AML_SDK=v2")
+    for text in (v1, v2):
+        for step in ("data_prep", "train", "register_prednet", "batch_scoring"):
+            assert f"code/{step}.py" in text
+        assert "ml_service/azure/master_step.py" in text
+        assert "val_loss" in text and "bandit" in text.lower()
+    assert "prednet-master-schedule" in v1 and "polled every 5 min" in v1
+    assert "recurrence" in v2.lower() or "frequency: minute" in v2

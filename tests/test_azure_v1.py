@@ -390,7 +390,7 @@ class TestTrainingPipelineGraph:
                 compute_name(specs[name], azure) if name in specs else "small"
             ), name
             assert step._allow_reuse is (specs[name].allow_reuse if name in specs else True)
-        assert {n for n, s in steps.items() if s._allow_reuse is False} == set()
+        assert {n for n, s in steps.items() if s._allow_reuse is False} == {"data_prep"}
         assert steps["train"]._hyperdrive_config.run_config.run_config.target == "t4"
         assert steps["batch_scoring"]._runconfig.target == "t4"
         assert steps["data_prep"]._runconfig.target == "small"

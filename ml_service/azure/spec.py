@@ -109,7 +109,9 @@ def _spec(step: Step, values: dict[str, object]) -> StepSpec:
         outputs=step.outputs,
         params=params,
         compute=step.compute,
-        allow_reuse=step.allow_reuse,
+        # Azure ML reuses a step's output when its inputs' *paths* are unchanged; the datastore
+        # path stays the same while new clips arrive, so a step reading it always runs.
+        allow_reuse=step.allow_reuse and DATASTORE not in inputs,
         searched=searched,
         order=step.params,
     )
