@@ -56,6 +56,46 @@ def latest_version(name: str) -> Any | None:
     return max(versions, key=lambda v: int(v.version), default=None)
 
 
+ALIAS_TAG_PREFIX = "alias."
+
+
+def set_alias(name: str, alias: str, version: int) -> str:
+    """Point ``alias`` (e.g. ``champion``) of model ``name`` at ``version``.
+
+    Uses MLflow's registered-model aliases where the store supports them (local SQLite,
+    an MLflow server). Azure ML's MLflow endpoint does not, so there the alias becomes a
+    version tag ``alias.<alias>=true`` that is moved off the other versions. Returns the
+    mechanism used: ``"alias"`` or ``"tag"``.
+    """
+    client = mlflow.MlflowClient()
+    try:
+        client.set_registered_model_alias(name, alias, str(version))
+        return "alias"
+    except MlflowException as error:
+        logger.info("%s: aliases not supported here (%s); using a version tag", name, error)
+    tag = ALIAS_TAG_PREFIX + alias
+    for other in client.search_model_versions(f"name = '{name}'"):
+        if other.tags.get(tag) and int(other.version) != int(version):
+            client.delete_model_version_tag(name, other.version, tag)
+    client.set_model_version_tag(name, str(version), tag, "true")
+    return "tag"
+
+
+def version_by_alias(name: str, alias: str) -> int | None:
+    """The version ``alias`` points at (an alias, or the tag fallback of :func:`set_alias`)."""
+    client = mlflow.MlflowClient()
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        pass
+    tag = ALIAS_TAG_PREFIX + alias
+    try:
+        tagged = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get(tag)]
+    except MlflowException:
+        return None
+    return max((int(v.version) for v in tagged), default=None)
+
+
 def resolve_prednet_uri(reference: str) -> str:
     """Turn ``models:/...``, ``prednet-<loc>``, a location name or a path into a URI/path."""
     if reference.startswith("models:/") or Path(reference).exists():
