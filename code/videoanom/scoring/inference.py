@@ -94,15 +94,17 @@ def load_location_models(location: str) -> LocationModels:
     import mlflow
 
     from videoanom.prednet import with_output_mode
-    from videoanom.registry import latest_version, load_prednet
+    from videoanom.registry import latest_version, load_prednet, version_by_alias
     from videoanom.scoring.detector import Detector
 
     name = classifier_model_name(location)
     client = mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
+    # An alias, or its version-tag stand-in on Azure ML's MLflow (see registry.set_alias).
+    champion = version_by_alias(name, CHAMPION)
+    if champion is not None:
+        version = client.get_model_version(name, str(champion))
         how = CHAMPION
-    except mlflow.exceptions.MlflowException:
+    else:
         version = latest_version(name)
         how = "latest"
     if version is None:
