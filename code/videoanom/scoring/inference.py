@@ -42,6 +42,9 @@ class LocationModels:
     prednet: Any
     detector: Any
     versions: dict[str, str]
+    # how the detector version was chosen: "champion" (the alias), "latest" (no champion
+    # yet) or "version" (asked for by number)
+    selected: str = "latest"
 
 
 @dataclass
@@ -89,8 +92,9 @@ def find_input_clips(path: Path) -> list[InputClip]:
     return clips
 
 
-def load_location_models(location: str) -> LocationModels:
-    """The location's detector (alias ``champion`` if set, else the latest) and its PredNet."""
+def load_location_models(location: str, version: int | None = None) -> LocationModels:
+    """The location's detector and its PredNet: ``version`` of the detector if given, else
+    the one under the alias ``champion``, else the latest."""
     import mlflow
 
     from videoanom.prednet import with_output_mode
@@ -100,10 +104,13 @@ def load_location_models(location: str) -> LocationModels:
     name = classifier_model_name(location)
     client = mlflow.MlflowClient()
     # An alias, or its version-tag stand-in on Azure ML's MLflow (see registry.set_alias).
-    champion = version_by_alias(name, CHAMPION)
-    if champion is not None:
-        version = client.get_model_version(name, str(champion))
-        how = CHAMPION
+    how = "version" if version is not None else CHAMPION
+    chosen = version if version is not None else version_by_alias(name, CHAMPION)
+    if chosen is not None:
+        try:
+            version = client.get_model_version(name, str(chosen))
+        except mlflow.exceptions.MlflowException:
+            raise ModelNotFoundError(f"no version {chosen} of registered model {name!r}") from None
     else:
         version = latest_version(name)
         how = "latest"
@@ -124,7 +131,7 @@ def load_location_models(location: str) -> LocationModels:
         "classifier": f"{name}/{version.version}",
         "prednet": prednet_uri.removeprefix("models:/"),
     }
-    return LocationModels(location, prednet, detector, versions)
+    return LocationModels(location, prednet, detector, versions, selected=how)
 
 
 _DONE = object()
@@ -170,11 +177,22 @@ def prefetch(items: Iterable[Any], size: int = 256) -> Iterator[Any]:
 
 def score_clip(models: LocationModels, clip: InputClip) -> tuple[np.ndarray, np.ndarray]:
     """(anomaly_score, is_anomaly) per frame of one clip, in frame order."""
+    return score_frames(models, clip.frames(), clip.name)
+
+
+def score_frames(
+    models: LocationModels, frames: Iterable[np.ndarray], name: str = "clip"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(anomaly_score, is_anomaly) per frame of a sequence of BGR (or grey) images, in order.
+
+    The one scoring path behind ``score``, the HTTP service and the release gate: frames are
+    decoded and resized in a background thread while the PredNet runs.
+    """
     from videoanom.scoring.features import ExtractConfig, extract_features
 
     height, width, channels = models.prednet.frame_shape
-    frames = prefetch(to_model_input(f, height, width, channels) for f in clip.frames())
-    features = extract_features(models.prednet, frames, clip.name, ExtractConfig())
+    inputs = prefetch(to_model_input(f, height, width, channels) for f in frames)
+    features = extract_features(models.prednet, inputs, name, ExtractConfig())
     scores, flags = models.detector.score(features)
     return np.asarray(scores, float), np.asarray(flags, int)
 
