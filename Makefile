@@ -8,11 +8,16 @@ AZURE_STAMP := $(VENV)/.installed-azure
 NODE_STAMP := node_modules/.installed
 DATASTORE ?= data/datastore
 DEMO_LOCATIONS ?= 2
+HOST ?= 127.0.0.1
+PORT ?= 8000
+LOCATION ?=
+DEPLOY ?= none
+AZUREML_MLFLOW_STAMP := $(VENV)/.installed-azureml-mlflow
 
-.PHONY: help setup setup-test demo test test-fast lint format bench bench-detection clean
+.PHONY: help setup setup-test setup-azure demo test test-fast lint format check-workflows serve publish release bench bench-detection clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "videoanom needs Python 3.11; set PYTHON=/path/to/python3.11")'
@@ -26,6 +31,13 @@ $(AZURE_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e ".[dev,azure-v1,azure-v2]"
 	touch $(AZURE_STAMP)
 
+# azureml-mlflow lets MLflow talk to a workspace (azureml:// tracking URIs) from outside Azure
+# ML (CI's publish and release jobs). It declares mlflow-skinny<=3.15 while the project pins
+# mlflow 3.17.2, so it is installed without dependencies (its own are already here).
+$(AZUREML_MLFLOW_STAMP): $(AZURE_STAMP)
+	$(PY) -m pip install --quiet --no-deps "azureml-mlflow==1.62.0.post6"
+	touch $(AZUREML_MLFLOW_STAMP)
+
 # Azurite (the Azure Storage emulator the blob datastore tests use), pinned in package-lock.json.
 $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	@command -v npm >/dev/null || { echo "make setup: npm not found; install Node.js 20+ (the tests run Azurite from node_modules)" >&2; exit 1; }
@@ -35,6 +47,8 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 setup: $(STAMP)  ## create .venv and install videoanom with its dev tools
 
 setup-test: $(STAMP) $(AZURE_STAMP) $(NODE_STAMP)  ## setup, plus both Azure ML SDKs and Azurite (npm)
+
+setup-azure: $(AZURE_STAMP) $(AZUREML_MLFLOW_STAMP)  ## setup, plus both Azure ML SDKs and azureml-mlflow (CI's Azure jobs)
 
 demo: setup  ## generate demo data (if absent) and train a detector for every demo location
 	$(PY) -m ml_service.demo --datastore $(DATASTORE) --locations $(DEMO_LOCATIONS)
@@ -46,6 +60,20 @@ lint: setup  ## ruff lint and format check
 format: setup  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+check-workflows: setup  ## validate the CI files (GitHub, Azure Pipelines, dependabot) against their schemas, offline
+	$(PY) -m ml_service.util.ci_files
+
+serve: setup  ## the scoring service for the registered models (after make demo); HOST, PORT (127.0.0.1:8000)
+	$(VENV)/bin/videoanom serve --host $(HOST) --port $(PORT)
+
+publish: setup-azure  ## publish the pipelines on Azure ML and (re)create the master's schedule
+	$(VENV)/bin/videoanom azure publish
+	$(VENV)/bin/videoanom azure schedule
+
+release: setup-azure  ## release gate for LOCATION=<name>, then deploy (DEPLOY=none|azureml-v2|azureml-v1)
+	@test -n "$(LOCATION)" || { echo "make release: set LOCATION=<location>" >&2; exit 2; }
+	$(VENV)/bin/videoanom release --location "$(LOCATION)" --deploy $(DEPLOY)
 
 test: setup-test lint  ## lint, then every test (slow ones included)
 	$(VENV)/bin/pytest

@@ -18,6 +18,7 @@ logger = logging.getLogger("videoanom")
 
 EXIT_BAD_INPUT = 2
 EXIT_STEP_FAILED = 3
+EXIT_GATE_FAILED = 4
 
 
 def _settings(args: argparse.Namespace, **overrides: object):
@@ -158,6 +159,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from videoanom.serving.server import run_server
+
+    settings = _settings(args, home=args.home)
+    locations = [x for x in (args.locations or "").split(",") if x] or None
+    run_server(settings, host=args.host, port=args.port, locations=locations)
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from ml_service.release import release
+
+    overrides = {"release_margin": args.margin, "release_min_auc": args.min_auc, "home": args.home}
+    settings = _settings(args, datastore=args.datastore, **overrides)
+    result = release(settings, args.location, deploy=args.deploy, eval_path=args.eval)
+    for line in result.lines():
+        print(line)
+    if not result.passed:
+        print(f"error: release gate failed for {args.location}: {result.reason}", file=sys.stderr)
+        return EXIT_GATE_FAILED
+    return 0
+
+
 def cmd_azure(args: argparse.Namespace) -> int:
     from ml_service.azure import commands
     from ml_service.util.env_variables import AzureSettings
@@ -294,6 +318,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(status)
     status.set_defaults(func=cmd_status)
+
+    serve = sub.add_parser(
+        "serve", help="HTTP scoring service for the registered models (FastAPI + uvicorn)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument(
+        "--locations", default=None, help="comma-separated locations (default: every registered)"
+    )
+    _add_common(serve)
+    serve.set_defaults(func=cmd_serve)
+
+    gate = sub.add_parser(
+        "release",
+        help="release gate: compare the latest detector with the champion, then promote it",
+    )
+    gate.add_argument("--location", required=True, help="location whose latest models to judge")
+    gate.add_argument("--datastore", default=None, help="folder or azureblob:// URI")
+    gate.add_argument(
+        "--eval",
+        type=Path,
+        default=None,
+        help="labelled evaluation clips (default: the location's test/)",
+    )
+    gate.add_argument(
+        "--margin", type=float, default=None, help="allowed AUC drop (VIDEOANOM_RELEASE_MARGIN)"
+    )
+    gate.add_argument(
+        "--min-auc",
+        type=float,
+        default=None,
+        help="AUC a first model needs (VIDEOANOM_RELEASE_MIN_AUC)",
+    )
+    gate.add_argument(
+        "--deploy",
+        choices=("none", "azureml-v2", "azureml-v1"),
+        default="none",
+        help="after promotion: nothing (serve picks up the champion), an Azure ML managed "
+        "online endpoint (v2) or a v1 web service",
+    )
+    _add_common(gate)
+    gate.set_defaults(func=cmd_release)
     _add_azure(sub)
     return parser
 

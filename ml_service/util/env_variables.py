@@ -82,6 +82,27 @@ class Settings:
         default=1, metadata=_env("VIDEOANOM_IMAGE_CHANNELS", "1 for grey, 3 for colour")
     )
     seed: int = dataclasses.field(default=0, metadata=_env("VIDEOANOM_SEED", "random seed"))
+    max_upload_mb: int = dataclasses.field(
+        default=200,
+        metadata=_env("VIDEOANOM_MAX_UPLOAD_MB", "serve: largest request body accepted (MB)"),
+    )
+    max_frames: int = dataclasses.field(
+        default=20000,
+        metadata=_env("VIDEOANOM_MAX_FRAMES", "serve: most frames scored in one request"),
+    )
+    release_margin: float = dataclasses.field(
+        default=0.02,
+        metadata=_env(
+            "VIDEOANOM_RELEASE_MARGIN",
+            "release gate: how much lower the candidate's AUC may be than the champion's",
+        ),
+    )
+    release_min_auc: float = dataclasses.field(
+        default=0.80,
+        metadata=_env(
+            "VIDEOANOM_RELEASE_MIN_AUC", "release gate: the AUC a first model (no champion) needs"
+        ),
+    )
 
     @classmethod
     def load(
@@ -353,6 +374,11 @@ def _convert(kind: Any, raw: Any, name: str) -> Any:
             return int(text)
         except ValueError:
             raise SettingsError(f"{name}={text!r} is not a whole number") from None
+    if kind_name == "float":
+        try:
+            return float(text)
+        except ValueError:
+            raise SettingsError(f"{name}={text!r} is not a number") from None
     if kind_name == "bool":
         if text.lower() in _TRUE:
             return True
