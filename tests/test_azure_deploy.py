@@ -663,11 +663,11 @@ def test_run_scores_a_json_batch(scoring):
         ("not json", 400, "not JSON"),
         ("", 400, "not JSON"),
         (b"\xff\xfe", 400, "not JSON"),
-        ("[1, 2]", 400, "must be an object"),
-        ('{"frames": []}', 400, "empty"),
-        ('{"frames": ["%%% not base64 %%%"]}', 400, "base64"),
-        ('{"frames": ["aGVsbG8="]}', 400, "PNG or JPEG"),
-        ('{"frames": [1]}', 400, "frames[0]"),
+        ("[1, 2]", 422, "must be an object"),
+        ('{"frames": []}', 422, "empty"),
+        ('{"frames": ["%%% not base64 %%%"]}', 422, "base64"),
+        ('{"frames": ["aGVsbG8="]}', 422, "PNG or JPEG"),
+        ('{"frames": [1]}', 422, "frames[0]"),
     ],
 )
 def test_bad_input_is_a_4xx_error_object_never_an_exception(scoring, body, status, words):

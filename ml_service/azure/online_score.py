@@ -23,8 +23,9 @@ Configuration (environment variables set on the deployment):
   they are loaded from those files, with no registry call (an ACI web service has no managed
   identity to call the registry with).
 
-Bad input is answered with a 4xx and a JSON ``{"detail": "..."}``, never an exception: 400 for
-a body that is not JSON or not the batch, bad base64 or a bad image; 413 over a limit
+Bad input is answered with a 4xx and a JSON ``{"detail": "..."}``, never an exception, with
+the codes of ``videoanom serve``: 400 for a body that is not JSON; 422 for JSON that is not
+the batch, bad base64 or a bad image; 413 over a limit
 (``VIDEOANOM_MAX_FRAMES``, pixels, decoded bytes); 422 for frames that decode but cannot be
 scored; 503 before the models are loaded. Under the inference server ``run`` returns an
 ``AMLResponse`` with that status. Without that package (tests, a plain Python shell) the same
@@ -119,11 +120,14 @@ def run(raw_data: str) -> Any:
         return error_response(503, "the detector is not loaded (init() did not run or failed)")
     try:
         payload = parse_body(raw_data)
+    except PayloadError as error:  # as `videoanom serve`: bad JSON syntax is 400
+        return error_response(400, str(error))
+    try:
         frames = decode_json_frames(payload, _state["max_frames"])
     except PayloadTooLarge as error:
         return error_response(413, str(error))
-    except PayloadError as error:
-        return error_response(400, str(error))
+    except PayloadError as error:  # as `videoanom serve`: a well-formed but unusable batch
+        return error_response(422, str(error))
     try:
         from videoanom.scoring.inference import score_frames
 
