@@ -71,9 +71,13 @@ publish: setup-azure  ## publish the pipelines on Azure ML and (re)create the ma
 	$(VENV)/bin/videoanom azure publish
 	$(VENV)/bin/videoanom azure schedule
 
+# LOCATION and DEPLOY reach the shell as environment variables, never pasted into the
+# command line: a location name cannot inject a command.
+release: export LOCATION := $(LOCATION)
+release: export DEPLOY := $(DEPLOY)
 release: setup-azure  ## release gate for LOCATION=<name>, then deploy (DEPLOY=none|azureml-v2|azureml-v1)
-	@test -n "$(LOCATION)" || { echo "make release: set LOCATION=<location>" >&2; exit 2; }
-	$(VENV)/bin/videoanom release --location "$(LOCATION)" --deploy $(DEPLOY)
+	@test -n "$$LOCATION" || { echo "make release: set LOCATION=<location>" >&2; exit 2; }
+	$(VENV)/bin/videoanom release --location "$$LOCATION" --deploy "$$DEPLOY"
 
 test: setup-test lint  ## lint, then every test (slow ones included)
 	$(VENV)/bin/pytest
