@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +13,27 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The tests make their own registries and datastores: a developer's settings (a team MLflow
+# server, an Azure workspace) must never reach the commands they start.
+for _name in [n for n in os.environ if n.startswith(("VIDEOANOM_", "AML_", "MLFLOW_"))]:
+    del os.environ[_name]
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Give every test the environment the session started with.
+
+    ``mlflow.set_tracking_uri`` also exports ``MLFLOW_TRACKING_URI`` so that subprocesses
+    inherit it: without this, a test that tracked in-process would send the ``videoanom``
+    commands of every later test to its registry (they then saw version 2 where they made 1).
+    """
+    saved = dict(os.environ)
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)  # forget the URI (it unsets the variable too)
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def moving_square_frames(
