@@ -102,7 +102,7 @@ def main() -> None:
     config = ExtractConfig()
     bare = with_output_mode(models.prednet, "prediction")
     batch = np.random.default_rng(0).random(
-        (config.batch_size, config.window, *bare.frame_shape), np.float32
+        (config.batch_size, config.steps, *bare.frame_shape), np.float32
     )
     bare.predict_on_batch(batch)
     long_clip = InputClip("long", video, "video")
@@ -146,7 +146,7 @@ def main() -> None:
         [
             "| measure | value |",
             "|---|---:|",
-            f"| bare PredNet prediction, batch {config.batch_size} x {config.window} frames "
+            f"| bare PredNet prediction, batch {config.batch_size} x {config.steps} frames "
             f"| {bare_fps:.0f} frames/s (best of 3 medians) |",
             f"| end-to-end scoring of a {len(scores)}-frame video (decode, resize, PredNet, "
             f"features, detector) | {e2e_fps:.0f} frames/s, best of 3 ({share:.0f}% of bare) |",

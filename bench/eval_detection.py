@@ -168,15 +168,17 @@ def throughput(
     config = ExtractConfig()
     frames = load_split(prepared / "data.h5", "test").frames
     frames = np.concatenate([frames] * (-(-n_frames // len(frames))))[:n_frames]
-    n = (len(frames) // (config.window * config.batch_size)) * config.window * config.batch_size
+    steps, batch = config.steps, config.batch_size
+    n = (len(frames) // (steps * batch)) * steps * batch
     frames = frames[:n]
-    run = _runner(model, config.window)
-    batches = frames.reshape(-1, config.batch_size, config.window, *frames.shape[1:])
-    run(batches[0])  # trace
+    run = _runner(model, steps)
+    batches = frames.reshape(-1, batch, steps, *frames.shape[1:])
+    zero = model.zero_state(batch)
+    run(batches[0], zero)  # trace
     extract_features(model, iter(frames[: config.window * 2]), "warm", config)
     start = time.time()
     for b in batches:
-        pred, _errs = run(b)
+        pred, _errs, _state = run(b, zero)
         pred.numpy()
     bare = n / (time.time() - start)
     import tracemalloc

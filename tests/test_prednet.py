@@ -142,6 +142,31 @@ def test_matches_reference_step_equations() -> None:
     np.testing.assert_allclose(np.array(out["errors"]), ref_err, rtol=1e-5, atol=1e-6)
 
 
+def test_run_with_state_continues_a_sequence_exactly() -> None:
+    """Two chunks, the second started from the state the first returned, predict what one
+    call over the whole sequence predicts; from the zero state, a chunk starts afresh."""
+    model = small_model("all", seed=3)
+    frames = random_frames(nt=8, seed=6)
+    whole = model(frames)
+    assert [tuple(s) for s in model.state_shapes()] == [
+        (16, 16, 1), (8, 8, 4), (4, 4, 8), (16, 16, 1), (8, 8, 4), (4, 4, 8),
+        (16, 16, 2), (8, 8, 8), (4, 4, 16),
+    ]  # fmt: skip
+    pred_a, err_a, state = model.run_with_state(frames[:, :3], model.zero_state(2))
+    pred_b, err_b, _ = model.run_with_state(frames[:, 3:], state)
+    np.testing.assert_allclose(
+        np.concatenate([pred_a, pred_b], axis=1), whole["prediction"], atol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.concatenate([err_a, err_b], axis=1), whole["errors"], rtol=1e-5, atol=1e-7
+    )
+    fresh, _, _ = model.run_with_state(frames[:, 3:], model.zero_state(2))
+    np.testing.assert_allclose(fresh, model(frames[:, 3:])["prediction"], atol=1e-6)
+    assert not np.allclose(fresh, pred_b, atol=1e-4)
+    with pytest.raises(ValueError, match="state must hold 9 tensors"):
+        model.run_with_state(frames, model.zero_state(2)[:3])
+
+
 def test_layer0_error_is_half_mean_abs_prediction_error() -> None:
     # With the default centring (pixel_max / 2) nothing is clipped in raw space, so
     # mean(concat(relu(A - Ahat), relu(Ahat - A))) == mean|frame - prediction| / 2.

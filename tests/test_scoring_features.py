@@ -90,7 +90,23 @@ def test_short_clips(model, n):
     assert np.isfinite(fs.table[fs.feature_columns].to_numpy()).all()
 
 
-def test_window_boundaries_match_one_long_window(model):
+def test_chunks_continue_the_recurrent_state_exactly(model):
+    """A stream fed ``chunk`` steps at a time, each call continuing from the state the one
+    before left, predicts exactly what one call over the whole stream predicts."""
+    frames = clip_frames(30)
+    chunked = extract_features(
+        model, iter(frames), "c", ExtractConfig(window=32, chunk=8, warmup=2, batch_size=1)
+    )
+    whole = extract_features(
+        model, iter(frames), "c", ExtractConfig(window=32, chunk=32, warmup=2, batch_size=1)
+    )
+    assert chunked.table["frame"].tolist() == whole.table["frame"].tolist() == list(range(1, 31))
+    cols = chunked.feature_columns
+    np.testing.assert_allclose(chunked.table[cols], whole.table[cols], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(chunked.cells["pred_error"], whole.cells["pred_error"], atol=1e-6)
+
+
+def test_stream_boundaries_match_one_long_window(model):
     frames = clip_frames(30)
     short = extract_features(
         model, iter(frames), "c", ExtractConfig(window=8, warmup=2, batch_size=2)
@@ -99,14 +115,34 @@ def test_window_boundaries_match_one_long_window(model):
         model, iter(frames), "c", ExtractConfig(window=32, warmup=2, batch_size=1)
     )
     assert short.table["frame"].tolist() == long.table["frame"].tolist() == list(range(1, 31))
-    # the first window has the same context: identical
+    # the first stream has the same context: identical
     np.testing.assert_allclose(short.table["err_mean"][:8], long.table["err_mean"][:8], rtol=1e-5)
-    # later windows rebuild context from `warmup` frames: close (an untrained model's state
+    # later streams rebuild context from `warmup` frames: close (an untrained model's state
     # depends more on history than a trained one's), no gaps or duplicates
     np.testing.assert_allclose(short.table["err_mean"], long.table["err_mean"], rtol=0.25)
     np.testing.assert_allclose(short.table["frame_diff"], long.table["frame_diff"], rtol=1e-5)
-    # the optical flow needs only the frame before: window boundaries never change it
+    # the optical flow needs only the frame before: stream boundaries never change it
     np.testing.assert_allclose(short.cells["flow_dir"], long.cells["flow_dir"], atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 40, 119, 120, 121, 500, 933, 934, 2000])
+def test_streams_cover_every_frame_once(n):
+    """Kept frames of all streams are the clip's frames 1..n, each once, in order; no stream
+    is longer than ``window``, no batch larger than ``batch_size``; a short clip's streams are
+    cut to need as few model calls as possible."""
+    config = ExtractConfig()
+    frames = (np.full((4, 4, 1), i % 256, np.uint8) for i in range(n))
+    kept, batches = [], list(feat._stream_batches(frames, config))
+    for streams in batches:
+        assert 1 <= len(streams) <= config.batch_size
+        for w, start, offset in streams:
+            assert 1 <= len(w) <= config.window
+            np.testing.assert_array_equal(w[:, 0, 0, 0], np.arange(start, start + len(w)) % 256)
+            kept.extend(range(start + offset, start + len(w)))
+    assert kept == list(range(n))
+    assert sum(len(streams) for streams in batches[:-1]) == config.batch_size * (len(batches) - 1)
+    if n <= 4 * config.chunk:  # four 40-frame streams fit one batch: one call
+        assert len(batches) == 1 and max(len(w) for w, _, _ in batches[0]) <= config.chunk
 
 
 @pytest.mark.parametrize(("dy", "dx", "direction"), [(0, 1, 4), (0, -1, 0), (1, 0, 6), (-1, 0, 2)])
@@ -135,18 +171,19 @@ def test_flow_directions_bin_the_motion_of_a_moving_patch(dy, dx, direction):
     np.testing.assert_allclose(feat._flow_directions(rgb, 8), hist, atol=1e-5)
 
 
-def test_generator_is_consumed_lazily(model, monkeypatch):
-    config = ExtractConfig(window=8, warmup=2, batch_size=2)
+@pytest.mark.parametrize(("window", "chunk"), [(8, 8), (12, 4)])
+def test_generator_is_consumed_lazily(model, monkeypatch, window, chunk):
+    config = ExtractConfig(window=window, chunk=chunk, warmup=2, batch_size=2)
     pulled = {"n": 0}
     ahead = []
     real_runner = feat._runner
 
-    def spy_runner(m, window):
-        run = real_runner(m, window)
+    def spy_runner(m, steps):
+        run = real_runner(m, steps)
 
-        def wrapped(x):
+        def wrapped(x, state):
             ahead.append(pulled["n"])
-            return run(x)
+            return run(x, state)
 
         return wrapped
 
@@ -160,12 +197,13 @@ def test_generator_is_consumed_lazily(model, monkeypatch):
 
     fs = extract_features(model, gen(), "long", config)
     assert len(fs) == 400
+    assert fs.table["frame"].tolist() == list(range(1, 401))
     assert len(ahead) > 10
-    # at each model call, at most one batch of windows (plus one frame) was read
-    calls_frames = [n for n in ahead[:-1]]
-    step = config.batch_size * (config.window - config.warmup)
-    for i, n in enumerate(calls_frames):
-        assert n <= (i + 1) * step + config.window + 1
+    # at each model call, at most one batch of streams (plus one frame) was read
+    calls_per_batch = window // chunk
+    full = window + (config.batch_size - 1) * (window - config.warmup)
+    for i, n in enumerate(ahead[:-calls_per_batch]):
+        assert n <= full + (i // calls_per_batch) * (full - config.warmup) + 1
 
 
 def test_localized_anomaly_raises_max_cell_more_than_mean():

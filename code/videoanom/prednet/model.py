@@ -295,8 +295,29 @@ class PredNet(keras.Model):
         self.input_mean.assign(mean_frame)
 
     # ------------------------------------------------------------------ forward
-    def _forward(self, frames: Any) -> tuple[Any, Any]:
-        """Run the unrolled recurrence; returns raw-space predictions and errors (B, T, L)."""
+    def state_shapes(self) -> list[tuple[int, int, int]]:
+        """Per-example shapes of the recurrent state: R, C and E of every layer, in the
+        order :meth:`run_with_state` takes and returns them."""
+        r = [(*self._level_hw(lvl), self.R_stack_sizes[lvl]) for lvl in range(self.nb_layers)]
+        e = [(*self._level_hw(lvl), 2 * self.stack_sizes[lvl]) for lvl in range(self.nb_layers)]
+        return [*r, *r, *e]
+
+    def zero_state(self, batch: int) -> list[np.ndarray]:
+        """The state a sequence starts from (all zeros), as float32 arrays."""
+        return [np.zeros((batch, *shape), np.float32) for shape in self.state_shapes()]
+
+    def run_with_state(self, frames: Any, state: Sequence[Any]) -> tuple[Any, Any, list[Any]]:
+        """(prediction, errors, final state) of ``frames`` continuing from ``state``.
+
+        Feeding a long sequence chunk by chunk, each call given the state the previous one
+        returned, gives the same predictions as one call on the whole sequence: how long
+        videos are scored without recomputing context at every chunk boundary.
+        """
+        return self._forward(frames, list(state))
+
+    def _forward(self, frames: Any, state: list[Any] | None = None) -> tuple[Any, Any, Any]:
+        """Run the unrolled recurrence from ``state`` (zeros when None); returns raw-space
+        predictions, errors (B, T, L) and the final state."""
         frames = ops.cast(frames, self.compute_dtype)
         nt = frames.shape[1]
         if nt is None:
@@ -305,13 +326,22 @@ class PredNet(keras.Model):
         centred = frames - self.input_mean + half
         batch = ops.shape(frames)[0]
 
-        r_state, c_state, e_state = [], [], []
-        for lvl in range(self.nb_layers):
-            h, w = self._level_hw(lvl)
-            r_zeros = ops.zeros((batch, h, w, self.R_stack_sizes[lvl]), dtype=frames.dtype)
-            r_state.append(r_zeros)
-            c_state.append(r_zeros)
-            e_state.append(ops.zeros((batch, h, w, 2 * self.stack_sizes[lvl]), dtype=frames.dtype))
+        n = self.nb_layers
+        if state is not None:
+            if len(state) != 3 * n:
+                raise ValueError(f"state must hold {3 * n} tensors (R, C, E per layer)")
+            state = [ops.cast(s, frames.dtype) for s in state]
+            r_state, c_state, e_state = state[:n], state[n : 2 * n], state[2 * n :]
+        else:
+            r_state, c_state, e_state = [], [], []
+            for lvl in range(n):
+                h, w = self._level_hw(lvl)
+                r_zeros = ops.zeros((batch, h, w, self.R_stack_sizes[lvl]), dtype=frames.dtype)
+                r_state.append(r_zeros)
+                c_state.append(r_zeros)
+                e_state.append(
+                    ops.zeros((batch, h, w, 2 * self.stack_sizes[lvl]), dtype=frames.dtype)
+                )
 
         predictions, errors = [], []
         for t in range(nt):
@@ -349,10 +379,10 @@ class PredNet(keras.Model):
 
         pred_centred = ops.stack(predictions, axis=1)
         prediction = ops.clip(pred_centred + self.input_mean - half, 0.0, self.pixel_max)
-        return prediction, ops.stack(errors, axis=1)
+        return prediction, ops.stack(errors, axis=1), [*r_state, *c_state, *e_state]
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        prediction, errors = self._forward(inputs)
+        prediction, errors, _ = self._forward(inputs)
         if self.output_mode == "prediction":
             return prediction
         if self.output_mode == "error":
@@ -386,7 +416,7 @@ class PredNet(keras.Model):
         if frames.shape[1] is not None and frames.shape[1] < 2:
             # t = 0 has loss weight 0: a single frame carries no training signal.
             raise ValueError(f"PredNet training needs >= 2 time steps, got {frames.shape[1]}")
-        prediction, errors = self._forward(frames)
+        prediction, errors, _ = self._forward(frames)
         loss = prednet_loss(errors, self.layer_loss_weights)
         frames = ops.cast(frames, prediction.dtype)
         mae = ops.mean(ops.abs(prediction[:, 1:] - frames[:, 1:]))

@@ -1,11 +1,15 @@
 """Per-frame anomaly features from a trained PredNet, computed in bounded memory.
 
-:func:`extract_features` streams the frames of one clip through the model in windows of
-``window`` frames. Consecutive windows overlap by ``warmup`` frames: those leading frames
-only rebuild the recurrent state (their predictions are dropped), except in a clip's first
-window, where nothing came before. Windows are batched ``batch_size`` at a time through
-one traced ``tf.function`` of fixed shape (short windows are padded by repeating the last
-frame; PredNet is causal, so padding never changes the kept predictions).
+:func:`extract_features` streams the frames of one clip through the model in bounded
+memory. The clip is cut into streams of up to ``window`` frames; ``batch_size`` streams run
+side by side through one traced ``tf.function`` of ``chunk`` time steps, each call continuing
+from the recurrent state the call before left, so a prediction sees up to ``window`` frames
+of context at the cost of a ``chunk``-step graph. Consecutive streams overlap by ``warmup``
+frames that only rebuild the recurrent state (their predictions are dropped), except at the
+clip's start, where nothing came before. Near the end of a clip the remaining frames are cut
+into shorter streams when that needs fewer sequential calls. Streams shorter than a whole
+number of chunks are padded by repeating their last frame (PredNet is causal: padding never
+changes the kept predictions).
 
 For every frame it keeps a row of raw features (global statistics of the squared pixel
 prediction error, PSNR, the largest 8x8-cell mean error, the PredNet error-unit activity of
@@ -14,13 +18,14 @@ prediction error and of the frame difference, which the detector normalises per 
 statistics of normal video, and a per-cell histogram of motion directions: dense optical flow
 (Farneback) from the previous grey frame, binned into ``FLOW_BINS`` directions and weighted by
 the flow magnitude (pixels moving less than ``FLOW_NOISE`` px/frame are left out). The flow
-and the other features of one batch of windows are computed in a worker thread while the
-model runs the next batch, on the frames already decoded.
+and the other features of one model call are computed in a worker thread while the model
+runs the next call, on the frames already decoded.
 Frame 1 has no prediction and copies frame 2's features.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Iterable, Iterator
@@ -124,11 +129,13 @@ class FeatureSet:
 class ExtractConfig:
     """How frames are streamed through the model.
 
-    ``window`` frames per PredNet call, of which the first ``warmup`` (except at the start
-    of a clip) only rebuild context; the overhead is ``warmup / (window - warmup)``.
+    Streams of up to ``window`` frames, ``batch_size`` of them side by side, ``chunk`` time
+    steps per model call. Each stream but a clip's first starts with ``warmup`` frames that
+    only rebuild context: the overhead is ``warmup / (window - warmup)`` on long clips.
     """
 
-    window: int = 40
+    window: int = 120
+    chunk: int = 40
     warmup: int = 4
     batch_size: int = 8
     cell: int = 8
@@ -138,8 +145,13 @@ class ExtractConfig:
             raise ValueError(f"window must be >= 2, got {self.window}")
         if not 1 <= self.warmup < self.window - 1:
             raise ValueError(f"warmup must be in [1, window - 1), got {self.warmup}")
-        if self.batch_size < 1 or self.cell < 1:
-            raise ValueError("batch_size and cell must be positive")
+        if self.chunk < 1 or self.batch_size < 1 or self.cell < 1:
+            raise ValueError("chunk, batch_size and cell must be positive")
+
+    @property
+    def steps(self) -> int:
+        """Time steps of one model call: ``chunk``, or ``window`` when that is shorter."""
+        return min(self.chunk, self.window)
 
 
 # ------------------------------------------------------------------------------ model call
@@ -147,8 +159,9 @@ _RUNNERS: dict[tuple[int, int], Any] = {}
 _SCORING_COPIES: dict[int, tuple[Any, Any]] = {}
 
 
-def _runner(model: Any, window: int) -> Any:
-    """A forward function returning (prediction, errors), traced once per model and window.
+def _runner(model: Any, steps: int) -> Any:
+    """``run(frames, state) -> (prediction, errors, state)`` for ``steps`` time steps, traced
+    once per model and length.
 
     The batch dimension is left dynamic so a clip's last, smaller batch reuses the same
     graph: tracing the unrolled recurrence costs seconds, more than scoring a short clip.
@@ -157,7 +170,7 @@ def _runner(model: Any, window: int) -> Any:
 
     from videoanom.prednet.model import PredNet, with_output_mode
 
-    key = (id(model), window)
+    key = (id(model), steps)
     cached = _RUNNERS.get(key)
     if cached is not None and cached[0] is model:
         return cached[1]
@@ -168,12 +181,14 @@ def _runner(model: Any, window: int) -> Any:
             copy = with_output_mode(model, "all")
         _SCORING_COPIES[id(model)] = scoring = (model, copy)
     scoring = scoring[1]
-    shape = (None, window, *tuple(int(v) for v in model.frame_shape))
+    shape = (None, steps, *tuple(int(v) for v in model.frame_shape))
+    state_spec = [tf.TensorSpec((None, *s), tf.float32) for s in scoring.state_shapes()]
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8)], reduce_retracing=True)
-    def run(frames: Any) -> tuple[Any, Any]:
-        out = scoring(tf.cast(frames, tf.float32) / 255.0, training=False)
-        return out["prediction"], out["errors"]
+    @tf.function(
+        input_signature=[tf.TensorSpec(shape, tf.uint8), state_spec], reduce_retracing=True
+    )
+    def run(frames: Any, state: Any) -> tuple[Any, Any, Any]:
+        return scoring.run_with_state(tf.cast(frames, tf.float32) / 255.0, state)
 
     if len(_RUNNERS) > 16:
         _RUNNERS.clear()
@@ -183,28 +198,52 @@ def _runner(model: Any, window: int) -> Any:
 
 
 # ------------------------------------------------------------------------------ windowing
-def _windows(
-    frames: Iterable[np.ndarray], window: int, warmup: int
-) -> Iterator[tuple[np.ndarray, int, int]]:
-    """Yield (window frames uint8 (n, H, W, C), index of its first frame, first kept offset).
+Stream = tuple[np.ndarray, int, int]  # (frames (n, H, W, C), clip index of the first, first kept)
 
-    The first window keeps every prediction (offset 0); later ones start ``warmup``
-    frames before their first new frame. Frames are pulled from the iterator lazily.
+
+def _cut(buf: list[np.ndarray], start: int, first: bool, length: int, warmup: int) -> list[Stream]:
+    """Cut ``buf`` (clip frames from index ``start``) into streams of at most ``length``
+    frames overlapping by ``warmup``; a clip's first stream keeps every prediction."""
+    streams, begin = [], 0
+    while True:
+        end = min(begin + length, len(buf))
+        streams.append((np.stack(buf[begin:end]), start + begin, 0 if first else warmup))
+        if end == len(buf):
+            return streams
+        first = False
+        begin = end - warmup
+
+
+def _stream_batches(frames: Iterable[np.ndarray], config: ExtractConfig) -> Iterator[list[Stream]]:
+    """Batches of at most ``batch_size`` streams covering the clip in order.
+
+    Frames are pulled lazily: at most one batch of streams is held at a time. While the clip
+    goes on, every stream is ``window`` long; at its end the rest is cut into the shortest
+    streams (a whole number of model calls long) that still fit one batch.
     """
+    window, warmup, batch = config.window, config.warmup, config.batch_size
+    full = window + (batch - 1) * (window - warmup)  # frames of one batch of full streams
     it = iter(frames)
     buf: list[np.ndarray] = []
-    start = 0  # clip index of buf[0]
-    first = True
+    start, first = 0, True
     for frame in it:
         buf.append(np.asarray(frame))
-        if len(buf) == window:
-            yield np.stack(buf), start, 0 if first else warmup
-            first = False
-            keep = buf[-warmup:] if warmup else []
-            start += len(buf) - len(keep)
-            buf = keep
-    if buf and (first or len(buf) > warmup):
-        yield np.stack(buf), start, 0 if first else warmup
+        if len(buf) == full:
+            streams = _cut(buf, start, first, window, warmup)
+            yield streams
+            tail = len(buf) - warmup
+            start, first, buf = start + tail, False, buf[tail:]
+    if not buf or (not first and len(buf) <= warmup):
+        return  # nothing new after the last batch
+    steps = config.steps
+    for calls in range(1, -(-window // steps) + 1):
+        length = min(calls * steps, window)
+        if length <= warmup:
+            continue  # such streams would not advance
+        streams = _cut(buf, start, first, length, warmup)
+        if len(streams) <= batch:
+            yield streams
+            return
 
 
 # ------------------------------------------------------------------------------ features
@@ -245,18 +284,38 @@ def _flow_directions(frames: np.ndarray, cell: int) -> np.ndarray:
     flow = np.empty((n, h, w, 2), np.float32)
     for i in range(n):
         flow[i] = cv2.calcOpticalFlowFarneback(grey[i], grey[i + 1], None, *FARNEBACK, 0)
-    mag = np.hypot(flow[..., 0], flow[..., 1])
-    angle = np.arctan2(flow[..., 1], flow[..., 0])
-    bins = np.floor((angle + np.pi) * (FLOW_BINS / (2 * np.pi)) + 0.5).astype(np.int64) % FLOW_BINS
-    weight = np.where(mag > FLOW_NOISE, mag, 0.0).astype(np.float32)
+    fx, fy = flow[..., 0], flow[..., 1]
+    mag = np.sqrt(fx * fx + fy * fy)
+    # direction bin of each pixel, then its flat (frame, cell, bin) index for one bincount
+    index = (np.arctan2(fy, fx) + np.float32(np.pi)) * np.float32(FLOW_BINS / (2 * np.pi))
+    index = (index + np.float32(0.5)).astype(np.int32)
+    index %= FLOW_BINS
+    index += _cell_bin_base(n, h, w, cell)
+    weight = mag * (mag > FLOW_NOISE)
+    hist = np.bincount(index.ravel(), weights=weight.ravel(), minlength=n * gh * gw * FLOW_BINS)
     rows = np.minimum(np.arange(h) // cell, gh - 1)
     cols = np.minimum(np.arange(w) // cell, gw - 1)
-    index = (rows[:, None] * gw + cols[None, :]) * FLOW_BINS  # (H, W)
-    index = index[None] + bins + (np.arange(n) * gh * gw * FLOW_BINS)[:, None, None]
-    hist = np.bincount(index.ravel(), weights=weight.ravel(), minlength=n * gh * gw * FLOW_BINS)
     counts = np.bincount(rows, minlength=gh)[:, None] * np.bincount(cols, minlength=gw)[None, :]
     hist = hist.reshape(n, gh, gw, FLOW_BINS) / counts[None, :, :, None]
     return hist.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _cell_bins_of(frames: int, h: int, w: int, cell: int) -> np.ndarray:
+    """(frames, h, w) int32: each pixel's (frame, cell) offset into the flat histogram."""
+    gh, gw = -(-h // cell), -(-w // cell)
+    rows = np.minimum(np.arange(h) // cell, gh - 1)
+    cols = np.minimum(np.arange(w) // cell, gw - 1)
+    pixel = (rows[:, None] * gw + cols[None, :]) * FLOW_BINS
+    frame = np.arange(frames) * (gh * gw * FLOW_BINS)
+    base = (frame[:, None, None] + pixel[None]).astype(np.int32)
+    base.setflags(write=False)
+    return base
+
+
+def _cell_bin_base(n: int, h: int, w: int, cell: int) -> np.ndarray:
+    """:func:`_cell_bins_of` for ``n`` frames, computed once per size (64 frames at least)."""
+    return _cell_bins_of(max(64, 1 << (n - 1).bit_length()), h, w, cell)[:n]
 
 
 _FLOW_POOL: ThreadPoolExecutor | None = None
@@ -324,65 +383,64 @@ def extract_features(
     Memory is bounded by ``batch_size * window`` frames, whatever the clip length.
     ``labels`` (1/0/-1 per frame) and ``kind`` are copied into the table when given.
     """
-    window, warmup, batch = config.window, config.warmup, config.batch_size
-    pending: list[tuple[np.ndarray, int, int]] = []
-    # Post-processing (optical flow, frame features) of one batch runs in a worker thread
-    # while the model runs the next batch; at most two batches are in flight at once.
+    steps = config.steps
+    # Post-processing (optical flow, frame features) of one model call runs in a worker
+    # thread while the model runs the next call; at most two calls are in flight at once.
     in_flight: list[Future] = []
-    parts: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+    parts: list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]] = []
 
-    def post_process(batch_windows, pred, errs):
+    def post_process(streams: list[Stream], first_step: int, pred: np.ndarray, errs: np.ndarray):
+        """Features of the kept frames among steps [first_step, first_step + steps)."""
         out = []
-        for i, (w, start, offset) in enumerate(batch_windows):
-            lo = 1 if start == 0 else offset  # frame 1 has no prediction
-            if lo >= len(w):
+        for i, (w, start, offset) in enumerate(streams):
+            lo = max(first_step, 1 if start == 0 else offset)  # frame 1 has no prediction
+            hi = min(first_step + steps, len(w))
+            if lo >= hi:
                 continue
-            out.append(
-                _frame_features(
-                    w[lo:],
-                    pred[i, lo : len(w)],
-                    w[lo - 1 : len(w) - 1],
-                    errs[i, lo : len(w)],
-                    config.cell,
-                    _flow_directions(w[lo - 1 :], config.cell),
-                )
+            cols, cells = _frame_features(
+                w[lo:hi],
+                pred[i, lo - first_step : hi - first_step],
+                w[lo - 1 : hi - 1],
+                errs[i, lo - first_step : hi - first_step],
+                config.cell,
+                _flow_directions(w[lo - 1 : hi], config.cell),
             )
+            out.append((start + lo, cols, cells))
         return out
 
-    def flush() -> None:
-        if not pending:
-            return
-        size = len(pending)
-        run = _runner(model, window)
-        stacked = np.empty((size, window, *pending[0][0].shape[1:]), np.uint8)
-        for i in range(size):
-            w = pending[i][0]
+    def run_batch(streams: list[Stream]) -> None:
+        run = _runner(model, steps)
+        longest = max(len(w) for w, _, _ in streams)
+        total = -(-longest // steps) * steps
+        stacked = np.empty((len(streams), total, *streams[0][0].shape[1:]), np.uint8)
+        for i, (w, _, _) in enumerate(streams):
             stacked[i, : len(w)] = w
             stacked[i, len(w) :] = w[-1]  # causal model: padding never changes kept frames
-        pred, errs = run(stacked)
-        pred, errs = pred.numpy(), errs.numpy()
-        if len(in_flight) >= 2:
-            parts.extend(in_flight.pop(0).result())
-        in_flight.append(_flow_pool().submit(post_process, list(pending), pred, errs))
-        pending.clear()
+        state = model.zero_state(len(streams))
+        for first_step in range(0, total, steps):
+            pred, errs, state = run(stacked[:, first_step : first_step + steps], state)
+            pred, errs = pred.numpy(), errs.numpy()
+            if len(in_flight) >= 2:
+                parts.extend(in_flight.pop(0).result())
+            in_flight.append(_flow_pool().submit(post_process, streams, first_step, pred, errs))
 
     n_seen = 0
-    for w, start, offset in _windows(frames, window, warmup):
-        expected = w.shape[1:]
-        frame_shape = tuple(int(v) for v in getattr(model, "frame_shape", expected))
-        if tuple(expected) != frame_shape:
+    frame_shape = tuple(int(v) for v in getattr(model, "frame_shape", ()))
+    for streams in _stream_batches(frames, config):
+        w = streams[0][0]
+        if tuple(w.shape[1:]) != frame_shape:
             raise ValueError(
-                f"frames of clip {clip!r} are {tuple(expected)}, the model takes {frame_shape}"
+                f"frames of clip {clip!r} are {tuple(w.shape[1:])}, the model takes {frame_shape}"
             )
         if w.dtype != np.uint8:
             raise ValueError(f"frames must be uint8, got {w.dtype}")
-        pending.append((w, start, offset))
-        n_seen = start + len(w)
-        if len(pending) == batch:
-            flush()
-    flush()
+        run_batch(streams)
+        last, start, _ = streams[-1]
+        n_seen = start + len(last)
     for future in in_flight:
         parts.extend(future.result())
+    parts.sort(key=lambda part: part[0])
+    parts = [(cols, cells) for _, cols, cells in parts]
 
     n = n_seen
     if n == 0:
