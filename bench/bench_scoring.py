@@ -150,6 +150,9 @@ def main() -> None:
             f"| {bare_fps:.0f} frames/s (best of 3 medians) |",
             f"| end-to-end scoring of a {len(scores)}-frame video (decode, resize, PredNet, "
             f"features, detector) | {e2e_fps:.0f} frames/s, best of 3 ({share:.0f}% of bare) |",
+            "| end-to-end / bare, each round (the two measured back to back) | "
+            + ", ".join(f"{100 * e / b:.0f}%" for b, e in zip(bare_rates, e2e_rates, strict=True))
+            + " |",
             f"| `videoanom score`, {rows}-frame video, wall time with start-up "
             f"| {command_seconds:.1f} s |",
             f"| `videoanom score`, {rows}-frame video, peak resident memory | {peak_mb:.0f} MB |",
