@@ -161,3 +161,21 @@ def azurite(tmp_path_factory: pytest.TempPathFactory):
         yield server.connection_string
     finally:
         stop(server)
+
+
+def tiny_prednet(size: int = 16, output_mode: str = "error"):
+    """An untrained three-layer PredNet on ``size`` x ``size`` grey frames, seeded."""
+    import keras
+
+    from videoanom.prednet import PredNet
+
+    keras.utils.set_random_seed(0)
+    return PredNet(
+        frame_shape=(size, size, 1),
+        stack_sizes=(1, 4, 8),
+        A_filt_sizes=(3, 3),
+        Ahat_filt_sizes=(3, 3, 3),
+        R_filt_sizes=(3, 3, 3),
+        layer_loss_weights=(1.0, 0.0, 0.0),
+        output_mode=output_mode,
+    )

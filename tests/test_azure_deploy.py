@@ -27,12 +27,13 @@ from azure.core.exceptions import (
     HttpResponseError,
     ResourceNotFoundError,
 )
-from azure.identity import CredentialUnavailableError
+from conftest import tiny_prednet
+from offline_azure import offline_client
 
 from ml_service.azure import deploy, online_score
 from ml_service.azure import spec as specs
 from ml_service.azure.commands import AzureServiceError
-from ml_service.azure.v2.backend import AuthError, MLClient
+from ml_service.azure.v2.backend import AuthError
 from ml_service.util.env_variables import AzureSettings, Settings, SettingsError
 from videoanom.scoring.inference import LocationModels
 
@@ -210,15 +211,6 @@ def test_blue_green_slot_choice():
 # --- v2: the calls, against a mocked MLClient -----------------------------------------------
 
 
-class NoCredential:
-    """A credential that never has a token: any real request fails before leaving."""
-
-    def get_token(self, *args, **kwargs):
-        raise CredentialUnavailableError("no credential in this test")
-
-    get_token_info = get_token
-
-
 def poller(value=None):
     return SimpleNamespace(result=lambda: value)
 
@@ -292,12 +284,7 @@ def existing(slot, versions=OLD_VERSIONS, state="Succeeded"):
 
 @pytest.fixture
 def client():
-    return MLClient(
-        NoCredential(),
-        subscription_id=WORKSPACE["AZURE_SUBSCRIPTION_ID"],
-        resource_group_name=WORKSPACE["AZURE_RESOURCE_GROUP"],
-        workspace_name=WORKSPACE["AML_WORKSPACE_NAME"],
-    )
+    return offline_client(WORKSPACE)
 
 
 def deploy_v2(client, **env):
@@ -751,23 +738,12 @@ def test_the_server_can_load_the_script_from_its_file(tmp_path):
 def tiny_models(tmp_path_factory):
     """A tiny untrained PredNet and a detector fitted on its features, saved as registered
     models are (prednet.keras; detector.json and its files)."""
-    import keras
-
-    from videoanom.prednet import PredNet, with_output_mode
+    from videoanom.prednet import with_output_mode
     from videoanom.scoring.detector import Detector
     from videoanom.scoring.features import FeatureSet, extract_features
 
-    keras.utils.set_random_seed(0)
     size = 16
-    net = PredNet(
-        frame_shape=(size, size, 1),
-        stack_sizes=(1, 4, 8),
-        A_filt_sizes=(3, 3),
-        Ahat_filt_sizes=(3, 3, 3),
-        R_filt_sizes=(3, 3, 3),
-        layer_loss_weights=(1.0, 0.0, 0.0),
-        output_mode="error",
-    )
+    net = tiny_prednet(size)
     scorer = with_output_mode(net, "all")
 
     def clip(n, seed, anomaly=False):

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 import yaml
 from azure.core.exceptions import ClientAuthenticationError, ResourceNotFoundError
-from azure.identity import CredentialUnavailableError
+from offline_azure import offline_client
 
 from ml_service.azure import spec as specs
 from ml_service.azure import v2  # imports azure-ai-ml without its marshmallow notices
@@ -21,7 +21,6 @@ from ml_service.azure.backend import backend_for
 from ml_service.azure.commands import AzureServiceError
 from ml_service.azure.submit import Submission
 from ml_service.azure.v2 import build
-from ml_service.azure.v2.backend import MLClient
 from ml_service.azure.v2.build import AmlCompute, JobSchedule, PipelineJob
 from ml_service.pipelines.definition import pipeline_params, training_pipeline
 from ml_service.util.env_variables import AzureSettings, Settings, SettingsError
@@ -360,23 +359,9 @@ def test_uploaded_snapshot_has_the_steps_and_the_environment_but_no_venv_or_data
 # --- the backend against a mocked workspace -------------------------------------------------
 
 
-class NoCredential:
-    """A credential that never has a token: any real request fails before leaving."""
-
-    def get_token(self, *args, **kwargs):
-        raise CredentialUnavailableError("no credential in this test")
-
-    get_token_info = get_token
-
-
 @pytest.fixture
 def client():
-    return MLClient(
-        NoCredential(),
-        subscription_id=WORKSPACE["AZURE_SUBSCRIPTION_ID"],
-        resource_group_name=WORKSPACE["AZURE_RESOURCE_GROUP"],
-        workspace_name=WORKSPACE["AML_WORKSPACE_NAME"],
-    )
+    return offline_client(WORKSPACE)
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 import pytest
+from conftest import tiny_prednet
 
 from videoanom.prednet import PredNet
 from videoanom.scoring import features as feat
@@ -24,19 +24,6 @@ REQUIRED = [
     "layer2_err",
     "frame_diff",
 ]
-
-
-def tiny_prednet(size: int = 16) -> PredNet:
-    keras.utils.set_random_seed(0)
-    return PredNet(
-        frame_shape=(size, size, 1),
-        stack_sizes=(1, 4, 8),
-        A_filt_sizes=(3, 3),
-        Ahat_filt_sizes=(3, 3, 3),
-        R_filt_sizes=(3, 3, 3),
-        layer_loss_weights=(1.0, 0.0, 0.0),
-        output_mode="error",
-    )
 
 
 @pytest.fixture(scope="module")

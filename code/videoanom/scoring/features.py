@@ -290,32 +290,32 @@ def _flow_directions(frames: np.ndarray, cell: int) -> np.ndarray:
     index = (np.arctan2(fy, fx) + np.float32(np.pi)) * np.float32(FLOW_BINS / (2 * np.pi))
     index = (index + np.float32(0.5)).astype(np.int32)
     index %= FLOW_BINS
-    index += _cell_bin_base(n, h, w, cell)
+    base, counts = _cell_index(n, h, w, cell)
+    index += base
     weight = mag * (mag > FLOW_NOISE)
     hist = np.bincount(index.ravel(), weights=weight.ravel(), minlength=n * gh * gw * FLOW_BINS)
-    rows = np.minimum(np.arange(h) // cell, gh - 1)
-    cols = np.minimum(np.arange(w) // cell, gw - 1)
-    counts = np.bincount(rows, minlength=gh)[:, None] * np.bincount(cols, minlength=gw)[None, :]
     hist = hist.reshape(n, gh, gw, FLOW_BINS) / counts[None, :, :, None]
     return hist.astype(np.float32)
 
 
+def _cell_index(n: int, h: int, w: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, h, w) int32: each pixel's (frame, cell) offset into the flat histogram, and the
+    (ceil(h/cell), ceil(w/cell)) pixel count of every cell; computed once per size."""
+    base, counts = _cell_index_of(max(64, 1 << (n - 1).bit_length()), h, w, cell)
+    return base[:n], counts
+
+
 @functools.lru_cache(maxsize=8)
-def _cell_bins_of(frames: int, h: int, w: int, cell: int) -> np.ndarray:
-    """(frames, h, w) int32: each pixel's (frame, cell) offset into the flat histogram."""
+def _cell_index_of(frames: int, h: int, w: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
     gh, gw = -(-h // cell), -(-w // cell)
-    rows = np.minimum(np.arange(h) // cell, gh - 1)
-    cols = np.minimum(np.arange(w) // cell, gw - 1)
+    rows, cols = np.arange(h) // cell, np.arange(w) // cell
     pixel = (rows[:, None] * gw + cols[None, :]) * FLOW_BINS
     frame = np.arange(frames) * (gh * gw * FLOW_BINS)
     base = (frame[:, None, None] + pixel[None]).astype(np.int32)
+    counts = np.bincount(rows, minlength=gh)[:, None] * np.bincount(cols, minlength=gw)[None, :]
     base.setflags(write=False)
-    return base
-
-
-def _cell_bin_base(n: int, h: int, w: int, cell: int) -> np.ndarray:
-    """:func:`_cell_bins_of` for ``n`` frames, computed once per size (64 frames at least)."""
-    return _cell_bins_of(max(64, 1 << (n - 1).bit_length()), h, w, cell)[:n]
+    counts.setflags(write=False)
+    return base, counts
 
 
 _FLOW_POOL: ThreadPoolExecutor | None = None
