@@ -158,6 +158,54 @@ def test_flow_directions_bin_the_motion_of_a_moving_patch(dy, dx, direction):
     np.testing.assert_allclose(feat._flow_directions(rgb, 8), hist, atol=1e-5)
 
 
+def moving_patch(n: int, dy: int, dx: int, size: int = 40) -> np.ndarray:
+    """(n, size, size, 1) uint8: a textured 10x10 patch moving (dy, dx) px/frame."""
+    rng = np.random.default_rng(0)
+    patch = rng.uniform(0, 255, (10, 10))
+    frames = np.full((n, size, size), 100.0)
+    for t in range(n):
+        y, x = 15 + dy * t, 15 + dx * t
+        frames[t, y : y + 10, x : x + 10] = patch
+    return frames.astype(np.uint8)[..., None]
+
+
+def test_motion_is_measured_on_even_frames_over_two_frames():
+    """Even clip frames get the flow from two frames back in px/frame (a patch moving 1
+    px/frame fills the same bin about as much as the one-frame flow does), frame 1 the flow
+    from frame 0, and every later odd frame repeats the even frame before it."""
+    frames = moving_patch(12, 0, 1)
+    every = feat._flow_directions(frames, 8)  # frames 1..11, one-frame flow
+    rows = feat._motion_every_other_frame(frames, 0, 1, 12, 8)
+    assert rows.shape == every.shape
+    odd_later = np.arange(1, 12) % 2 == 1
+    odd_later[0] = False  # frame 1
+    assert np.isnan(rows[odd_later]).all() and not np.isnan(rows[~odd_later]).any()
+    np.testing.assert_allclose(rows[0], every[0], atol=1e-6)  # frame 1: flow from frame 0
+    centre, one_frame = rows[~odd_later][:, 2, 2], every[~odd_later][:, 2, 2]
+    assert (centre.argmax(axis=1) == 4).all()
+    np.testing.assert_allclose(centre[:, 4], one_frame[:, 4], rtol=0.25)
+    full = feat._fill_odd_motion(np.concatenate([rows[:1], rows]))
+    assert not np.isnan(full).any()
+    np.testing.assert_array_equal(full[3::2], full[2:-1:2])
+    np.testing.assert_array_equal(full[0], full[1])
+
+
+def test_motion_of_a_stream_depends_on_clip_frame_numbers_only():
+    """A stream starting mid-clip gets the rows the whole clip gets for the same frames."""
+    frames = moving_patch(16, 1, 0)
+    whole = feat._motion_every_other_frame(frames, 0, 1, 16, 8)
+    for start in (3, 4):  # odd and even first frames
+        part = feat._motion_every_other_frame(frames[start:], start, 2, 16 - start, 8)
+        np.testing.assert_array_equal(part, whole[start + 1 :])
+    with pytest.raises(ValueError, match="needs frame -1"):
+        feat._motion_every_other_frame(frames[3:], 3, 1, 13, 8)  # clip frame 4 needs 2
+
+
+def test_warmup_must_cover_the_motion_feature():
+    with pytest.raises(ValueError, match="warmup must be in \\[2"):
+        ExtractConfig(warmup=1)
+
+
 @pytest.mark.parametrize(("window", "chunk"), [(8, 8), (12, 4)])
 def test_generator_is_consumed_lazily(model, monkeypatch, window, chunk):
     config = ExtractConfig(window=window, chunk=chunk, warmup=2, batch_size=2)

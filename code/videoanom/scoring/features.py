@@ -16,8 +16,9 @@ prediction error, PSNR, the largest 8x8-cell mean error, the PredNet error-unit 
 every layer, and the frame difference as a baseline) plus per-frame cell maps of the
 prediction error and of the frame difference, which the detector normalises per cell with
 statistics of normal video, and a per-cell histogram of motion directions: dense optical flow
-(Farneback) from the previous grey frame, binned into ``FLOW_BINS`` directions and weighted by
-the flow magnitude (pixels moving less than ``FLOW_NOISE`` px/frame are left out). The flow
+(Farneback) over two frames on every even frame (odd frames repeat the frame before: the flow
+is the costliest feature), binned into ``FLOW_BINS`` directions and weighted by the flow
+magnitude (pixels moving less than ``FLOW_NOISE`` px/frame are left out). The flow
 and the other features of one model call are computed in a worker thread while the model
 runs the next call, on the frames already decoded.
 Frame 1 has no prediction and copies frame 2's features.
@@ -143,8 +144,9 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.window < 2:
             raise ValueError(f"window must be >= 2, got {self.window}")
-        if not 1 <= self.warmup < self.window - 1:
-            raise ValueError(f"warmup must be in [1, window - 1), got {self.warmup}")
+        # >= 2: the motion feature of a stream's first kept frame looks two frames back
+        if not 2 <= self.warmup < self.window - 1:
+            raise ValueError(f"warmup must be in [2, window - 1), got {self.warmup}")
         if self.chunk < 1 or self.batch_size < 1 or self.cell < 1:
             raise ValueError("chunk, batch_size and cell must be positive")
 
@@ -273,17 +275,64 @@ def _flow_directions(frames: np.ndarray, cell: int) -> np.ndarray:
     float32: per cell and direction, the sum of the flow magnitude (px/frame) of the pixels
     moving that way, divided by the cell's pixel count.
     """
+    grey = _grey(frames)
+    pairs = [(i, i + 1) for i in range(grey.shape[0] - 1)]
+    return _direction_histograms(_flows(grey, pairs), cell)
+
+
+def _motion_every_other_frame(
+    frames: np.ndarray, start: int, lo: int, hi: int, cell: int
+) -> np.ndarray:
+    """Direction histograms of frames[lo:hi] of a stream whose frame 0 is clip frame ``start``.
+
+    Dense optical flow is the costliest feature after the PredNet itself, so it is measured
+    on every other frame only, over two frames: clip frame 2k gets the flow from frame
+    2k - 2 (halved: px/frame), frame 1 the flow from frame 0. Rows of the other odd frames
+    are NaN here; :func:`_fill_odd_motion` copies the even frame before into them once the
+    clip is assembled, so stream and chunk boundaries never change the result.
+    Needs ``frames[lo - 2]`` for an even first frame: ``lo >= 2`` unless the stream starts
+    the clip.
+    """
+    gh, gw = -(-frames.shape[1] // cell), -(-frames.shape[2] // cell)
+    out = np.full((hi - lo, gh, gw, FLOW_BINS), np.nan, np.float32)
+    rows = [i for i in range(lo, hi) if (start + i) % 2 == 0 or start + i == 1]
+    if not rows:
+        return out
+    first = rows[0] - (1 if start + rows[0] == 1 else 2)
+    if first < 0:
+        raise ValueError(f"motion of stream frame {rows[0]} needs frame {first}")
+    grey = _grey(frames[first:hi])
+    pairs = [(i - first - (1 if start + i == 1 else 2), i - first) for i in rows]
+    out[np.asarray(rows) - lo] = _direction_histograms(_flows(grey, pairs), cell)
+    return out
+
+
+def _fill_odd_motion(flow_dir: np.ndarray) -> np.ndarray:
+    """Odd clip frames from 3 on repeat the motion of the even frame before them."""
+    flow_dir[3::2] = flow_dir[2 : len(flow_dir) - 1 : 2]
+    return flow_dir
+
+
+def _flows(grey: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """(len(pairs), H, W, 2) float32 Farneback flow from grey[a] to grey[b], in px per frame
+    (divided by b - a)."""
     import cv2
 
-    grey = _grey(frames)
-    n = grey.shape[0] - 1
-    h, w = grey.shape[1:]
+    flow = np.empty((len(pairs), *grey.shape[1:], 2), np.float32)
+    for k, (a, b) in enumerate(pairs):
+        flow[k] = cv2.calcOpticalFlowFarneback(grey[a], grey[b], None, *FARNEBACK, 0)
+        if b - a != 1:
+            flow[k] /= np.float32(b - a)
+    return flow
+
+
+def _direction_histograms(flow: np.ndarray, cell: int) -> np.ndarray:
+    """(n, H, W, 2) flow -> (n, ceil(H/cell), ceil(W/cell), FLOW_BINS) magnitude-weighted
+    direction histograms, divided by each cell's pixel count."""
+    n, h, w = flow.shape[:3]
     gh, gw = -(-h // cell), -(-w // cell)
-    if n <= 0:
+    if n == 0:
         return np.zeros((0, gh, gw, FLOW_BINS), np.float32)
-    flow = np.empty((n, h, w, 2), np.float32)
-    for i in range(n):
-        flow[i] = cv2.calcOpticalFlowFarneback(grey[i], grey[i + 1], None, *FARNEBACK, 0)
     fx, fy = flow[..., 0], flow[..., 1]
     mag = np.sqrt(fx * fx + fy * fy)
     # direction bin of each pixel, then its flat (frame, cell, bin) index for one bincount
@@ -328,6 +377,11 @@ def _flow_pool() -> ThreadPoolExecutor:
     return _FLOW_POOL
 
 
+def _channel_mean(maps: np.ndarray) -> np.ndarray:
+    """(n, H, W, C) -> (n, H, W); a view of the one channel of grey frames (no copy)."""
+    return maps[..., 0] if maps.shape[-1] == 1 else maps.mean(axis=-1)
+
+
 def _frame_features(
     actual: np.ndarray,
     predicted: np.ndarray,
@@ -340,10 +394,16 @@ def _frame_features(
 
     ``flow_dir`` is :func:`_flow_directions` of the same frames (computed here when None).
     """
+    import cv2
+
+    n = actual.shape[0]
     x = actual.astype(np.float32) / 255.0
-    sq = np.square(predicted - x).mean(axis=-1)  # (n, H, W)
-    diff = np.abs(x - previous.astype(np.float32) / 255.0).mean(axis=-1)
-    n = sq.shape[0]
+    sq = np.subtract(predicted, x, dtype=np.float32)
+    np.square(sq, out=sq)
+    sq = _channel_mean(sq)  # (n, H, W)
+    # |frame - previous| in uint8 (exact), then scaled: 8x cheaper than in float
+    diff = cv2.absdiff(actual.reshape(n, -1), previous.reshape(n, -1)).reshape(actual.shape)
+    diff = _channel_mean(diff.astype(np.float32)) / np.float32(255.0)
     flat = sq.reshape(n, -1)
     mse = flat.mean(axis=1)
     cols: dict[str, np.ndarray] = {
@@ -403,7 +463,7 @@ def extract_features(
                 w[lo - 1 : hi - 1],
                 errs[i, lo - first_step : hi - first_step],
                 config.cell,
-                _flow_directions(w[lo - 1 : hi], config.cell),
+                _motion_every_other_frame(w, start, lo, hi, config.cell),
             )
             out.append((start + lo, cols, cells))
         return out
@@ -451,6 +511,7 @@ def extract_features(
         # frame 1 copies frame 2's features
         cols = {k: np.concatenate([v[:1], v]) for k, v in cols.items()}
         cells = {k: np.concatenate([v[:1], v]) for k, v in cells.items()}
+        cells["flow_dir"] = _fill_odd_motion(cells["flow_dir"])
     else:  # a single frame: nothing can be predicted
         logger.warning("clip %s has one frame: its features are zeros", clip)
         probe_cols, probe_cells = _single_frame_placeholder(model, config.cell)
