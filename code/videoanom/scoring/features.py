@@ -16,11 +16,11 @@ prediction error, PSNR, the largest 8x8-cell mean error, the PredNet error-unit 
 every layer, and the frame difference as a baseline) plus per-frame cell maps of the
 prediction error and of the frame difference, which the detector normalises per cell with
 statistics of normal video, and a per-cell histogram of motion directions: dense optical flow
-(Farneback) over two frames on every even frame (odd frames repeat the frame before: the flow
-is the costliest feature), binned into ``FLOW_BINS`` directions and weighted by the flow
-magnitude (pixels moving less than ``FLOW_NOISE`` px/frame are left out). The flow
-and the other features of one model call are computed in a worker thread while the model
-runs the next call, on the frames already decoded.
+(Farneback) from the previous grey frame, measured on every other frame (odd frames repeat
+the even frame before: the flow is the costliest feature), binned into ``FLOW_BINS``
+directions and weighted by the flow magnitude (pixels moving less than ``FLOW_NOISE``
+px/frame are left out). The flow and the other features of one model call are computed in
+a worker thread while the model runs the next call, on the frames already decoded.
 Frame 1 has no prediction and copies frame 2's features.
 """
 
@@ -144,9 +144,8 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.window < 2:
             raise ValueError(f"window must be >= 2, got {self.window}")
-        # >= 2: the motion feature of a stream's first kept frame looks two frames back
-        if not 2 <= self.warmup < self.window - 1:
-            raise ValueError(f"warmup must be in [2, window - 1), got {self.warmup}")
+        if not 1 <= self.warmup < self.window - 1:
+            raise ValueError(f"warmup must be in [1, window - 1), got {self.warmup}")
         if self.chunk < 1 or self.batch_size < 1 or self.cell < 1:
             raise ValueError("chunk, batch_size and cell must be positive")
 
@@ -286,23 +285,21 @@ def _motion_every_other_frame(
     """Direction histograms of frames[lo:hi] of a stream whose frame 0 is clip frame ``start``.
 
     Dense optical flow is the costliest feature after the PredNet itself, so it is measured
-    on every other frame only, over two frames: clip frame 2k gets the flow from frame
-    2k - 2 (halved: px/frame), frame 1 the flow from frame 0. Rows of the other odd frames
-    are NaN here; :func:`_fill_odd_motion` copies the even frame before into them once the
-    clip is assembled, so stream and chunk boundaries never change the result.
-    Needs ``frames[lo - 2]`` for an even first frame: ``lo >= 2`` unless the stream starts
-    the clip.
+    on every other frame only: clip frame 2k (and frame 1) gets the flow from the frame
+    before it. Rows of the other odd frames are NaN here; :func:`_fill_odd_motion` copies
+    the even frame before into them once the clip is assembled, so stream and chunk
+    boundaries never change the result. Needs ``frames[lo - 1]``.
     """
     gh, gw = -(-frames.shape[1] // cell), -(-frames.shape[2] // cell)
     out = np.full((hi - lo, gh, gw, FLOW_BINS), np.nan, np.float32)
     rows = [i for i in range(lo, hi) if (start + i) % 2 == 0 or start + i == 1]
     if not rows:
         return out
-    first = rows[0] - (1 if start + rows[0] == 1 else 2)
-    if first < 0:
-        raise ValueError(f"motion of stream frame {rows[0]} needs frame {first}")
+    if rows[0] < 1:
+        raise ValueError(f"motion of clip frame {start + rows[0]} needs the frame before")
+    first = rows[0] - 1
     grey = _grey(frames[first:hi])
-    pairs = [(i - first - (1 if start + i == 1 else 2), i - first) for i in rows]
+    pairs = [(i - first - 1, i - first) for i in rows]
     out[np.asarray(rows) - lo] = _direction_histograms(_flows(grey, pairs), cell)
     return out
 
@@ -314,15 +311,12 @@ def _fill_odd_motion(flow_dir: np.ndarray) -> np.ndarray:
 
 
 def _flows(grey: np.ndarray, pairs: list[tuple[int, int]]) -> np.ndarray:
-    """(len(pairs), H, W, 2) float32 Farneback flow from grey[a] to grey[b], in px per frame
-    (divided by b - a)."""
+    """(len(pairs), H, W, 2) float32 Farneback flow from grey[a] to grey[b] of each pair."""
     import cv2
 
     flow = np.empty((len(pairs), *grey.shape[1:], 2), np.float32)
     for k, (a, b) in enumerate(pairs):
         flow[k] = cv2.calcOpticalFlowFarneback(grey[a], grey[b], None, *FARNEBACK, 0)
-        if b - a != 1:
-            flow[k] /= np.float32(b - a)
     return flow
 
 
