@@ -327,21 +327,15 @@ class PredNet(keras.Model):
         batch = ops.shape(frames)[0]
 
         n = self.nb_layers
-        if state is not None:
-            if len(state) != 3 * n:
-                raise ValueError(f"state must hold {3 * n} tensors (R, C, E per layer)")
-            state = [ops.cast(s, frames.dtype) for s in state]
-            r_state, c_state, e_state = state[:n], state[n : 2 * n], state[2 * n :]
+        if state is None:
+            state = [
+                ops.zeros((batch, *shape), dtype=frames.dtype) for shape in self.state_shapes()
+            ]
+        elif len(state) != 3 * n:
+            raise ValueError(f"state must hold {3 * n} tensors (R, C, E per layer)")
         else:
-            r_state, c_state, e_state = [], [], []
-            for lvl in range(n):
-                h, w = self._level_hw(lvl)
-                r_zeros = ops.zeros((batch, h, w, self.R_stack_sizes[lvl]), dtype=frames.dtype)
-                r_state.append(r_zeros)
-                c_state.append(r_zeros)
-                e_state.append(
-                    ops.zeros((batch, h, w, 2 * self.stack_sizes[lvl]), dtype=frames.dtype)
-                )
+            state = [ops.cast(s, frames.dtype) for s in state]
+        r_state, c_state, e_state = state[:n], state[n : 2 * n], state[2 * n :]
 
         predictions, errors = [], []
         for t in range(nt):

@@ -382,12 +382,10 @@ def _frame_features(
     previous: np.ndarray,
     errors: np.ndarray,
     cell: int,
-    flow_dir: np.ndarray | None = None,
+    flow_dir: np.ndarray,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Features of n frames: actual/previous uint8 (n, H, W, C), predicted float (n, H, W, C).
-
-    ``flow_dir`` is :func:`_flow_directions` of the same frames (computed here when None).
-    """
+    """Features of n frames: actual/previous uint8 (n, H, W, C), predicted float (n, H, W, C);
+    ``flow_dir`` holds the same frames' motion-direction histograms."""
     import cv2
 
     n = actual.shape[0]
@@ -418,8 +416,6 @@ def _frame_features(
         cols[f"layer{lvl}_err"] = errors[:, lvl]
     cols["frame_diff"] = diff.reshape(n, -1).mean(axis=1)
     cols["frame_diff_cell_max"] = diff_cells.reshape(n, -1).max(axis=1)
-    if flow_dir is None:
-        flow_dir = _flow_directions(np.concatenate([previous[:1], actual]), cell)
     cells = {"pred_error": err_cells, "frame_diff": diff_cells, "flow_dir": flow_dir}
     return {k: np.asarray(v, np.float32) for k, v in cols.items()}, cells
 
@@ -534,7 +530,12 @@ def _single_frame_placeholder(model: Any, cell: int) -> tuple[dict, dict]:
     nb_layers = int(getattr(model, "nb_layers", 1))
     zeros = np.zeros((1, h, w, c), np.uint8)
     cols, cells = _frame_features(
-        zeros, zeros.astype(np.float32), zeros, np.zeros((1, nb_layers), np.float32), cell
+        zeros,
+        zeros.astype(np.float32),
+        zeros,
+        np.zeros((1, nb_layers), np.float32),
+        cell,
+        _flow_directions(np.concatenate([zeros, zeros]), cell),
     )
     return {k: np.zeros_like(v) for k, v in cols.items()}, {
         k: np.zeros_like(v) for k, v in cells.items()
